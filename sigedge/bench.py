@@ -1,0 +1,108 @@
+"""``sigedge bench``: per-stage latency of the pipeline on one thread, int8 next to float.
+
+Every stage is timed in the same process on the same inputs, so the ratios between the
+int8 and the float embedder are meaningful on any machine even where absolute times are not.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import typer
+
+from .bundle import ModelBundle
+from .clean import clean_signature
+from .cli_common import print_table
+from .imageio import load_image, read_image_bytes
+from .interpreter import TFLiteModel, interpreter_backend
+from .normalize import normalize_signature
+from .scoring import cosine_similarities, fuse_scores, l2_normalize
+from .synth import synthetic_signature
+
+__all__ = ["run_bench", "print_bench", "time_stage"]
+
+
+def time_stage(fn: Callable[[object], object], inputs: Sequence[object], repeat: int) -> dict:
+    """Run ``fn`` over the inputs (round-robin) ``repeat`` times after one warm-up each; ms stats."""
+    for x in inputs:
+        fn(x)
+    times = []
+    for k in range(repeat):
+        x = inputs[k % len(inputs)]
+        t = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - t) * 1000.0)
+    arr = np.array(times)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
+            "mean_ms": float(arr.mean()), "runs": repeat}
+
+
+def _encoded_inputs(images: Sequence[Path]) -> list[bytes]:
+    if images:
+        return [read_image_bytes(p) for p in images]
+    out = []
+    for w in range(8):  # generated crops of scanner-like size, PNG-encoded
+        ok, buf = cv2.imencode(".png", synthetic_signature(w, 0, size=(300, 800), jitter=0.5))
+        out.append(buf.tobytes())
+    return out
+
+
+def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50) -> dict:
+    bundle = ModelBundle.load(bundle_dir)
+    opts = bundle.normalize_options
+    encoded = _encoded_inputs(images)
+    decoded = [load_image(b) for b in encoded]
+    canvases = [normalize_signature(clean_signature(img), opts).canvas for img in decoded]
+    report: dict = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "threads": 1, "interpreter_backend": interpreter_backend()},
+        "inputs": len(encoded), "source": "given images" if images else "generated 800x300 PNG signatures",
+        "stages": {},
+        "models": {},
+    }
+    stages = report["stages"]
+    stages["decode"] = time_stage(load_image, encoded, repeat)
+    stages["normalise"] = time_stage(lambda img: normalize_signature(clean_signature(img), opts), decoded, repeat)
+    embeddings = {}
+    for role in ("embedder", "embedder_float"):
+        if role not in bundle.models:
+            continue
+        spec = bundle.models[role]
+        model = TFLiteModel(spec.file, threads=1)
+        stages[f"embed_{spec.precision}"] = time_stage(lambda c: model(c[..., None]), canvases, repeat)
+        report["models"][role] = {"file": spec.file.name, "precision": spec.precision,
+                                  "bytes": spec.file.stat().st_size, "sha256": spec.sha256}
+        embeddings[role] = l2_normalize(np.stack([model(c[..., None]) for c in canvases]))
+    refs = embeddings["embedder"][:5]
+    stages["score"] = time_stage(lambda q: fuse_scores(cosine_similarities(q, refs)), list(embeddings["embedder"]), repeat)
+    if "embed_int8" in stages and "embed_float32" in stages:
+        report["int8_speedup_vs_float"] = stages["embed_float32"]["p50_ms"] / stages["embed_int8"]["p50_ms"]
+        report["int8_size_ratio_vs_float"] = (report["models"]["embedder"]["bytes"]
+                                              / report["models"]["embedder_float"]["bytes"])
+        cos = np.sum(embeddings["embedder"] * embeddings["embedder_float"], axis=1)
+        report["int8_vs_float_embedding_cosine"] = float(cos.mean())
+    total = sum(stages[s]["p50_ms"] for s in ("decode", "normalise", "score")) + stages.get(
+        "embed_int8", stages.get("embed_float32"))["p50_ms"]
+    report["end_to_end_p50_ms"] = total
+    return report
+
+
+def print_bench(report: dict) -> None:
+    m = report["machine"]
+    typer.echo(f"{report['inputs']} inputs ({report['source']}), 1 thread, backend {m['interpreter_backend']}, "
+               f"{m['processor']}")
+    print_table(["stage", "p50 ms", "p90 ms", "mean ms", "runs"],
+                [(k, v["p50_ms"], v["p90_ms"], v["mean_ms"], v["runs"]) for k, v in report["stages"].items()])
+    typer.echo("")
+    print_table(["model", "precision", "bytes", "sha256"],
+                [(v["file"], v["precision"], v["bytes"], v["sha256"][:16]) for v in report["models"].values()])
+    if "int8_speedup_vs_float" in report:
+        typer.echo(f"\nint8 vs float: {report['int8_speedup_vs_float']:.2f}x faster, "
+                   f"{report['int8_size_ratio_vs_float']:.2f}x the size, "
+                   f"embedding cosine {report['int8_vs_float_embedding_cosine']:.4f}")
+    typer.echo(f"end to end (decode+normalise+embed+score, p50): {report['end_to_end_p50_ms']:.2f} ms")

@@ -1,0 +1,300 @@
+"""The ``sigedge`` command line. Exit codes: see :data:`sigedge.errors.EXIT_CODES`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .cli_common import command_errors, emit, print_table, progress
+from .errors import EXIT_CODES, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Offline handwritten signature verification on the edge.\n\nExit codes: "
+    + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # OpenCV prints its own decoder warnings on stderr (e.g. for a truncated PNG); sigedge
+        # reports the failure itself, in one line, so keep OpenCV quiet unless asked.
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+BundleOpt = typer.Option(None, "--bundle", help="Model bundle directory (default: the bundled models).")
+ThreadsOpt = typer.Option(1, "--threads", min=1, help="Interpreter threads.")
+PrecisionOpt = typer.Option("int8", "--precision", help="int8 (shipped) or float (reference) embedder.")
+JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+
+
+def _pipeline(bundle: Optional[Path], threads: int = 1, precision: str = "int8", threshold: Optional[float] = None,
+              operating_point: Optional[str] = None, clean: bool = True):
+    from .pipeline import Pipeline, PipelineOptions
+
+    if precision not in ("int8", "float"):
+        raise UsageError(f"--precision must be int8 or float, not {precision!r}")
+    opts = PipelineOptions(threads=threads, precision=precision, threshold=threshold,  # type: ignore[arg-type]
+                           operating_point=operating_point, clean=clean)
+    return Pipeline(bundle, opts)
+
+
+@app.command()
+def verify(
+    query: Path = typer.Argument(..., help="The signature to check (a cropped signature image)."),
+    references: Optional[List[Path]] = typer.Argument(None, help="Enrolled genuine signatures of the claimed writer."),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", help="Take the references from this gallery..."),
+    writer: Optional[str] = typer.Option(None, "--writer", help="...enrolled under this writer id."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold (default: calibrated)."),
+    operating_point: Optional[str] = typer.Option(None, "--operating-point",
+                                                  help="A calibrated threshold by name, e.g. far_skilled_1pct."),
+    bundle: Optional[Path] = BundleOpt,
+    threads: int = ThreadsOpt,
+    precision: str = PrecisionOpt,
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Key of an encrypted gallery."),
+    explain: Optional[Path] = typer.Option(None, "--explain", help="Write a picture explaining the decision (PNG)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Verify QUERY against REFERENCES (1:1). Exit 0 if accepted as genuine, 1 if rejected."""
+    with command_errors():
+        if gallery is not None or writer is not None:
+            if gallery is None or writer is None:
+                raise UsageError("--gallery and --writer go together")
+            if references:
+                raise UsageError("give either reference images or --gallery/--writer, not both")
+            if explain is not None:
+                raise UsageError("--explain needs reference images (a gallery keeps vectors, not pictures)")
+            from .gallery_cli import verify_in_gallery
+
+            result = verify_in_gallery(gallery, writer, query, bundle=bundle, threads=threads, threshold=threshold,
+                                       operating_point=operating_point, key_file=key_file)
+            ref_names = [f"{writer}#{i}" for i in range(len(result.similarities))]
+        else:
+            if not references:
+                raise UsageError("give at least one reference image (or --gallery and --writer)")
+            pipe = _pipeline(bundle, threads, precision, threshold, operating_point)
+            result = pipe.verify(query, references)
+            ref_names = [str(r) for r in references]
+            if explain is not None:
+                _write_explanation(pipe, query, references[result.closest_reference], result, explain)
+        data = {"query": str(query), "references": ref_names, **_asdict(result),
+                "decision": "genuine" if result.genuine else "rejected"}
+
+        def human() -> None:
+            verdict = "GENUINE" if result.genuine else "REJECTED"
+            typer.echo(f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} ({result.operating_point})")
+            print_table(["reference", "similarity"], zip(ref_names, result.similarities))
+
+        emit(data, as_json, human)
+    raise typer.Exit(0 if result.genuine else 1)
+
+
+def _write_explanation(pipe, query: Path, reference: Path, result, out: Path) -> None:
+    import cv2
+
+    from .explain import explain_image
+
+    picture = explain_image(pipe.prepare(query).canvas, pipe.prepare(reference).canvas, result,
+                            pipe.bundle.verification.get("thresholds", {}))
+    if not cv2.imwrite(str(out), picture):
+        raise UsageError(f"cannot write {out} (unknown extension or unwritable folder)")
+
+
+def _asdict(obj) -> dict:
+    from dataclasses import asdict
+
+    return asdict(obj)
+
+
+@app.command()
+def embed(
+    images: List[Path] = typer.Argument(..., help="Cropped signature images."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the (N, D) float32 embeddings to this .npy file."),
+    bundle: Optional[Path] = BundleOpt,
+    threads: int = ThreadsOpt,
+    precision: str = PrecisionOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print (or save) the L2-normalised embedding of each image."""
+    with command_errors():
+        import numpy as np
+
+        pipe = _pipeline(bundle, threads, precision)
+        vectors = np.stack([pipe.embed(p) for p in progress(images, "embedding", not as_json)])
+        if out is not None:
+            np.save(out, vectors)
+        rows = [{"image": str(p), "embedding": v} for p, v in zip(images, vectors)]
+
+        def human() -> None:
+            print_table(["image", "dim", "first values"],
+                        [(str(p), len(v), " ".join(f"{x:+.3f}" for x in v[:4]) + " ...") for p, v in zip(images, vectors)])
+            if out is not None:
+                typer.echo(f"wrote {out} ({vectors.shape[0]}x{vectors.shape[1]} float32)")
+
+        emit({"model_sha256": pipe.model_sha256, "dim": pipe.dim, "items": rows}, as_json, human)
+
+
+@app.command()
+def clean(
+    image: Path = typer.Argument(..., help="A signature crop or small document region."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the cleaned image (PNG recommended)."),
+    canvas: bool = typer.Option(False, "--canvas", help="Write the normalised model canvas instead (dark ink on white)."),
+    bundle: Optional[Path] = BundleOpt,
+) -> None:
+    """Clean a signature image: flatten the background, remove ruled lines, box borders and specks."""
+    with command_errors():
+        import cv2
+        import numpy as np
+
+        from .clean import clean_signature
+        from .imageio import load_image
+
+        if canvas:
+            prepared = _pipeline(bundle).prepare(image)
+            result = (255 - np.round(prepared.canvas * 255)).astype(np.uint8)
+        else:
+            result = clean_signature(load_image(image))
+        if not cv2.imwrite(str(out), result):
+            raise UsageError(f"cannot write {out} (unknown extension or unwritable folder)")
+        typer.echo(f"wrote {out} ({result.shape[1]}x{result.shape[0]})")
+
+
+@app.command()
+def evaluate(
+    labels: Path = typer.Argument(..., help="CSV with path,writer,kind (kind genuine|forgery), paths relative to it."),
+    refs: int = typer.Option(5, "--refs", min=1, help="Genuine references drawn per writer."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the reference draw."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="mean | max | top2 (default: the bundle's)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write ROC/DET curves and score histograms (PNG)."),
+    bundle: Optional[Path] = BundleOpt,
+    threads: int = ThreadsOpt,
+    precision: str = PrecisionOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Writer-independent verification protocol: EER (skilled, random), FRR at FAR 1 % and 10 %, AUC."""
+    with command_errors():
+        from .evaluate_cli import run_evaluation
+
+        run_evaluation(labels, refs=refs, seed=seed, fusion=fusion, plot=plot, as_json=as_json,
+                       pipeline=_pipeline(bundle, threads, precision))
+
+
+@app.command()
+def bench(
+    images: Optional[List[Path]] = typer.Argument(None, help="Crops to time (default: generated signatures)."),
+    repeat: int = typer.Option(50, "--repeat", min=1, help="Timed runs of each stage."),
+    bundle: Optional[Path] = BundleOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Per-stage latency (decode, normalise, embed, score) of the int8 and float embedders, one thread."""
+    with command_errors():
+        from .bench import run_bench
+
+        report = run_bench(bundle, images or [], repeat)
+
+        def human() -> None:
+            from .bench import print_bench
+
+            print_bench(report)
+
+        emit(report, as_json, human)
+
+
+@app.command()
+def export(
+    run: Path = typer.Option(Path("runs/embedder"), "--run", help="Training run directory (float.h5, qat.h5, state.json)."),
+    out: Path = typer.Option(Path("build/bundle"), "--out", help="Bundle directory to write."),
+    int8: bool = typer.Option(False, "--int8", help="Full-integer int8 embedder from the QAT model."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Signature data root (default ../shared/data)."),
+) -> None:
+    """Convert a trained run to TFLite (int8 with --int8), check parity, write a bundle. Needs the train extra."""
+    with command_errors():
+        try:
+            import tensorflow  # noqa: F401
+            import tensorflow_model_optimization  # noqa: F401
+            import tf_keras  # noqa: F401
+        except ImportError as exc:
+            raise UsageError(f"export needs the train extra ({exc.name} is missing): pip install 'sigedge[train]'") from None
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        from export.export_embedder import export as do_export
+
+        manifest = do_export(run, out, int8=int8, data_root=data)
+        for role, m in manifest["models"].items():
+            typer.echo(f"{role}: {out / m['file']} ({m['bytes']} bytes, sha256 {m['sha256'][:16]}...)")
+        for ds, p in manifest["parity"].items():
+            typer.echo(f"{ds}: {p}")
+
+
+@app.command()
+def info(bundle: Optional[Path] = BundleOpt, as_json: bool = JsonOpt) -> None:
+    """Versions, the interpreter backend in use, and the bundle's models with their hashes."""
+    with command_errors():
+        import cv2
+        import hnswlib  # noqa: F401
+        import numpy as np
+
+        from .bundle import ModelBundle
+        from .interpreter import interpreter_backend
+
+        b = ModelBundle.load(bundle)
+        backend = interpreter_backend()
+        data = {
+            "sigedge": __version__,
+            "numpy": np.__version__,
+            "opencv": cv2.__version__,
+            "hnswlib": _dist_version("hnswlib"),
+            "interpreter_backend": backend,
+            "interpreter_version": _dist_version(backend.split(".")[0].replace("_", "-")),
+            "bundle": {"dir": str(b.directory), "name": b.name, "version": b.version,
+                       "license": b.manifest.get("license"),
+                       "models": {r: {"file": s.file.name, "sha256": s.sha256, "precision": s.precision,
+                                      "bytes": s.file.stat().st_size, "input": [s.input_height, s.input_width, s.input_channels],
+                                      "dim": s.output_dim} for r, s in b.models.items()},
+                       "thresholds": b.verification.get("thresholds", {}),
+                       "default_threshold": b.verification.get("default_threshold")},
+        }
+
+        def human() -> None:
+            for k in ("sigedge", "numpy", "opencv", "hnswlib", "interpreter_backend", "interpreter_version"):
+                typer.echo(f"{k:20s} {data[k]}")
+            typer.echo(f"{'bundle':20s} {b.directory} ({b.name} {b.version})")
+            print_table(["role", "file", "precision", "bytes", "sha256"],
+                        [(r, m["file"], m["precision"], m["bytes"], m["sha256"]) for r, m in data["bundle"]["models"].items()])
+
+        emit(data, as_json, human)
+
+
+def _dist_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _register_gallery_commands() -> None:
+    from .gallery_cli import register
+
+    register(app)
+
+
+_register_gallery_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""``sigedge evaluate``: read a labels CSV, embed every image, run the protocol, report."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from .cli_common import emit, print_table, progress
+from .errors import SigedgeError, UsageError
+from .evaluate import EvaluationReport, ProtocolScores, protocol_scores, report_from_scores
+
+__all__ = ["read_labels", "run_evaluation", "plot_scores"]
+
+log = logging.getLogger(__name__)
+
+
+def read_labels(labels: Path) -> list[tuple[Path, str, str]]:
+    """(absolute path, writer, kind) rows of an evaluation CSV; paths are relative to the CSV."""
+    if not labels.is_file():
+        raise UsageError(f"{labels}: no such labels file")
+    rows = []
+    with open(labels, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "writer", "kind"} - set(reader.fieldnames or [])
+        if missing:
+            raise UsageError(f"{labels}: missing column(s) {', '.join(sorted(missing))} (need path,writer,kind)")
+        for k, row in enumerate(reader, start=2):
+            kind = row["kind"].strip().lower()
+            if kind not in ("genuine", "forgery"):
+                raise UsageError(f"{labels}:{k}: kind must be genuine or forgery, not {row['kind']!r}")
+            rows.append(((labels.parent / row["path"]).resolve(), row["writer"].strip(), kind))
+    if not rows:
+        raise UsageError(f"{labels}: no rows")
+    return rows
+
+
+def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, plot: Path | None, as_json: bool,
+                   pipeline) -> EvaluationReport:
+    rows = read_labels(labels)
+    vectors, writers, kinds, failures = [], [], [], []
+    for path, writer, kind in progress(rows, "embedding", not as_json):
+        try:
+            vectors.append(pipeline.embed(path))
+        except SigedgeError as exc:
+            failures.append({"path": str(path), "error": str(exc)})
+            log.warning("skipped %s: %s", path, exc)
+            continue
+        writers.append(writer)
+        kinds.append(kind)
+    fusion = fusion or pipeline.fusion
+    scores = protocol_scores(np.stack(vectors), writers, kinds, references=refs, seed=seed, fusion=fusion)
+    if scores.writers < 2:
+        raise UsageError(f"need at least two writers with more than {refs} genuine signatures")
+    report = report_from_scores(scores, refs)
+    t = pipeline.threshold
+    report.extra.update({
+        "labels": str(labels),
+        "model_sha256": pipeline.model_sha256,
+        "precision": pipeline.options.precision,
+        "fusion": fusion,
+        "seed": seed,
+        "images": len(rows),
+        "skipped": failures,
+        "shipped_threshold": {"name": pipeline.operating_point, "value": t,
+                              "frr": float(np.mean(scores.genuine < t)),
+                              "far_skilled": float(np.mean(scores.skilled >= t)) if len(scores.skilled) else None,
+                              "far_random": float(np.mean(scores.random >= t))},
+    })
+    if plot is not None:
+        plot_scores(scores, report, plot)
+        report.extra["plot"] = str(plot)
+
+    def human() -> None:
+        typer.echo(f"{labels}: {report.writers} writers, {refs} references each, fusion {fusion}, "
+                   f"{pipeline.options.precision} embedder {pipeline.model_sha256[:12]}")
+        pct = lambda v: None if v is None else f"{100 * v:.2f} %"  # noqa: E731
+        print_table(["negatives", "pairs", "EER", "FRR@FAR1%", "FRR@FAR10%", "AUC"], [
+            ("skilled", report.n_skilled, pct(report.eer_skilled), pct(report.frr_at_far1_skilled),
+             pct(report.frr_at_far10_skilled), report.auc_skilled),
+            ("random", report.n_random, pct(report.eer_random), pct(report.frr_at_far1_random),
+             pct(report.frr_at_far10_random), report.auc_random),
+        ])
+        st = report.extra["shipped_threshold"]
+        typer.echo(f"at the shipped threshold {st['name']}={st['value']:.4f}: FRR {pct(st['frr'])}, "
+                   f"FAR skilled {pct(st['far_skilled'])}, FAR random {pct(st['far_random'])}")
+        if failures:
+            typer.echo(f"skipped {len(failures)} unreadable image(s); see --json for the list")
+        if plot is not None:
+            typer.echo(f"wrote {plot}")
+
+    emit(report, as_json, human)
+    return report
+
+
+def plot_scores(scores: ProtocolScores, report: EvaluationReport, out: Path) -> None:
+    """ROC and DET curves plus score histograms, one PNG (needs the ``plot`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'sigedge[plot]'") from None
+    from .metrics import roc_curve
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    sets = [("random", scores.random, report.eer_random)]
+    if len(scores.skilled):
+        sets.insert(0, ("skilled", scores.skilled, report.eer_skilled))
+    for name, imp, eer in sets:
+        roc = roc_curve(scores.genuine, imp)
+        axes[0].plot(roc.far, 1 - roc.frr, label=f"{name} (EER {100 * eer:.1f} %)")
+        axes[1].plot(np.clip(roc.far, 1e-4, 1) * 100, np.clip(roc.frr, 1e-4, 1) * 100, label=name)
+    axes[0].set(xlabel="false accept rate", ylabel="true accept rate", title="ROC")
+    axes[1].set(xscale="log", yscale="log", xlabel="FAR %", ylabel="FRR %", title="DET")
+    bins = np.linspace(min(scores.genuine.min(), scores.random.min()), 1, 50)
+    axes[2].hist(scores.genuine, bins, alpha=0.6, density=True, label="genuine")
+    for name, imp, _ in sets:
+        axes[2].hist(imp, bins, alpha=0.5, density=True, label=name)
+    axes[2].axvline(report.extra.get("shipped_threshold", {}).get("value", np.nan), color="k", ls="--", label="threshold")
+    axes[2].set(xlabel="score (fused cosine)", title="score histograms")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,147 @@
+"""TFLite interpreter loading with backend fallback, and int8 quantisation handling.
+
+Backends, in order of preference: ``ai_edge_litert`` (maintained, fastest here),
+``tflite_runtime`` (older wheels, e.g. on a Coral board), ``tensorflow.lite`` (heavy; only
+if TensorFlow happens to be installed). TensorFlow is never imported unless the other two
+are missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+
+__all__ = ["TFLiteModel", "interpreter_backend", "BACKENDS"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+_backend_cache: dict[str, Any] = {}
+
+
+def _interpreter_class() -> tuple[str, Any]:
+    if "cls" in _backend_cache:
+        return _backend_cache["name"], _backend_cache["cls"]
+    for mod_name in BACKENDS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError:
+            continue
+        cls = getattr(mod, "Interpreter", None)
+        if cls is not None:
+            _backend_cache.update(name=mod_name, cls=cls)
+            return mod_name, cls
+    raise ModelError("no TFLite interpreter found: pip install ai-edge-litert (or tflite-runtime)")
+
+
+def interpreter_backend() -> str:
+    """Name of the module that provides the TFLite interpreter."""
+    return _interpreter_class()[0]
+
+
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence fd 2 while the interpreter is built.
+
+    The TFLite runtime writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from
+    C++ straight to the process's stderr, with no switch to turn it off; a command line
+    whose errors are one line each cannot have that. Failures still raise Python
+    exceptions, which carry the message.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced (e.g. by a test runner)
+        fd = 2
+    with _stderr_lock:
+        try:
+            saved = os.dup(fd)
+        except OSError:
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            sys.stderr.flush()
+            os.dup2(devnull, fd)
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            os.close(devnull)
+
+
+@dataclass(frozen=True)
+class _Quant:
+    scale: float
+    zero_point: int
+    dtype: Any
+
+
+class TFLiteModel:
+    """One TFLite model with a single input and a single output, run one sample at a time.
+
+    Float32 in and out whatever the model's own tensor types are: int8/uint8 tensors are
+    (de)quantised with the scale and zero point stored in the model.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        name, cls = _interpreter_class()
+        self.path = Path(path)
+        try:
+            with _native_stderr_silenced():
+                self._interp = cls(model_path=str(self.path), num_threads=max(1, int(threads)))
+                self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path.name}: cannot load TFLite model ({exc})") from exc
+        inputs = self._interp.get_input_details()
+        outputs = self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.path.name}: expected one input and one output tensor")
+        self._in, self._out = inputs[0], outputs[0]
+        self.backend = name
+        self.input_shape = tuple(int(d) for d in self._in["shape"])
+        self.output_shape = tuple(int(d) for d in self._out["shape"])
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self._in_q = _quant(self._in)
+        self._out_q = _quant(self._out)
+
+    @property
+    def quantized(self) -> bool:
+        return self._in_q is not None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run one sample; ``x`` has the model's input shape without the batch axis."""
+        x = np.asarray(x, dtype=np.float32).reshape(self.input_shape)
+        if self._in_q is not None:
+            info = np.iinfo(self._in_q.dtype)
+            x = np.clip(np.round(x / self._in_q.scale + self._in_q.zero_point), info.min, info.max)
+            x = x.astype(self._in_q.dtype)
+        self._interp.set_tensor(self._in["index"], x)
+        self._interp.invoke()
+        y = self._interp.get_tensor(self._out["index"])
+        if self._out_q is not None:
+            y = (y.astype(np.float32) - self._out_q.zero_point) * self._out_q.scale
+        return y.astype(np.float32).reshape(self.output_shape[1:])
+
+
+def _quant(detail: dict) -> _Quant | None:
+    dtype = np.dtype(detail["dtype"])
+    if dtype not in (np.int8, np.uint8, np.int16):
+        return None
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if not scale:
+        raise ModelError(f"tensor {detail.get('name')} is {dtype} but has no quantisation parameters")
+    return _Quant(float(scale), int(zero_point), dtype)

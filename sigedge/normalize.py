@@ -1,0 +1,220 @@
+"""Signature normalisation: any scan in, a centred ink canvas of the model's size out.
+
+The steps (each a public function, so they can be tested and reused):
+
+1. ``to_gray``            colour -> gray (alpha was already flattened by :func:`load_image`)
+2. ``flatten_background`` divide by a smooth background estimate: removes shading,
+                          coloured or textured paper and uneven scanner light
+3. ``binarize``           Otsu (default) or adaptive threshold -> ink mask
+4. ``remove_specks``      drop connected components too small to be pen strokes
+5. ``crop_to_ink``        tight box around the ink, with a small margin
+6. ``deskew``             optional: rotate so the signature's main axis is horizontal
+7. ``fit_to_canvas``      resize keeping aspect ratio, centre on the model's canvas
+
+The canvas is float32 in [0, 1] with ink high and paper 0. Ink darkness is kept (not only
+a binary mask) but stretched per image, so a light blue pen and a black marker look alike.
+Training uses exactly this code, so the model sees at run time what it saw in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from .errors import NoSignatureError
+
+__all__ = [
+    "NormalizeOptions",
+    "NormalizedSignature",
+    "normalize_signature",
+    "to_gray",
+    "flatten_background",
+    "binarize",
+    "remove_specks",
+    "crop_to_ink",
+    "deskew",
+    "fit_to_canvas",
+    "ink_image",
+]
+
+
+@dataclass(frozen=True)
+class NormalizeOptions:
+    """How a cropped signature is turned into the model's input canvas."""
+
+    height: int = 128
+    width: int = 256
+    threshold: Literal["otsu", "adaptive"] = "otsu"
+    deskew: bool = False
+    #: Components smaller than this fraction of the largest one are dropped as specks.
+    speck_fraction: float = 0.01
+    #: Components smaller than this many pixels are always dropped.
+    min_speck_pixels: int = 6
+    #: Margin kept around the ink, as a fraction of the canvas side.
+    margin: float = 0.04
+    #: Pages whose ink covers less than this many pixels hold no signature.
+    min_ink_pixels: int = 30
+    #: Minimal gray-level contrast between paper and ink (0..255).
+    min_contrast: float = 25.0
+
+
+@dataclass(frozen=True)
+class NormalizedSignature:
+    """The model input for one signature plus what is needed to explain it."""
+
+    canvas: np.ndarray  # float32 (H, W) in [0, 1], ink high
+    ink_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the ink in the input image
+    angle: float  # degrees the crop was rotated by deskew (0 when off)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 gray from gray or BGR uint8.
+
+    Uses the darkest channel rather than luminance: coloured ink (blue, red) on white
+    paper is darker in some channel than paper is in any, which keeps light pens visible.
+    """
+    if image.ndim == 2:
+        return image
+    return image.min(axis=2)
+
+
+def flatten_background(gray: np.ndarray) -> np.ndarray:
+    """Divide out a smooth background estimate; paper becomes ~255 whatever its shade."""
+    h, w = gray.shape
+    # Estimate on a small copy: the background is smooth, and this keeps it cheap on pages.
+    scale = min(1.0, 256.0 / max(h, w))
+    small = cv2.resize(gray, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+    k = max(3, (int(min(small.shape) * 0.15) | 1))
+    # Closing removes dark strokes (thinner than k) and keeps the lighter paper level.
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    bg_small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)
+    bg_small = cv2.blur(bg_small, (k, k))
+    bg = cv2.resize(bg_small, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    flat = gray.astype(np.float32) / np.maximum(bg, 1.0) * 255.0
+    return np.clip(flat, 0, 255).astype(np.uint8)
+
+
+def binarize(flat: np.ndarray, method: str = "otsu", min_contrast: float = 25.0) -> np.ndarray:
+    """Boolean ink mask (True = ink) of a background-flattened gray image."""
+    if method == "adaptive":
+        block = max(15, (min(flat.shape) // 8) | 1)
+        mask = cv2.adaptiveThreshold(flat, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY_INV, block, 10)
+        mask = mask > 0
+    elif method == "otsu":
+        t, _ = cv2.threshold(flat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        mask = flat < t
+    else:
+        raise ValueError(f"unknown threshold method {method!r}")
+    # Otsu always splits something; on a blank page the 'ink' is paper noise. Require the
+    # ink to be clearly darker than the paper around it.
+    if mask.any():
+        ink_level = float(np.median(flat[mask]))
+        paper_level = float(np.median(flat[~mask])) if (~mask).any() else 255.0
+        if paper_level - ink_level < min_contrast:
+            return np.zeros_like(mask)
+    return mask
+
+
+def remove_specks(mask: np.ndarray, fraction: float = 0.01, min_pixels: int = 6) -> np.ndarray:
+    """Drop connected components that are tiny next to the largest one (dust, noise)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep_min = max(min_pixels, fraction * float(areas.max()))
+    keep = np.zeros(n, dtype=bool)
+    keep[1:] = areas >= keep_min
+    return keep[labels]
+
+
+def crop_to_ink(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), exclusive ends, of the ink in the mask, or None when empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def ink_image(flat: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 ink intensity (paper 0), stretched so the darkest ink reaches 255."""
+    ink = (255 - flat.astype(np.int16)).clip(0, 255).astype(np.float32)
+    ink[~mask] = 0.0
+    if mask.any():
+        top = float(np.percentile(ink[mask], 90))
+        if top > 0:
+            ink = np.clip(ink * (255.0 / top), 0, 255)
+    return ink.astype(np.uint8)
+
+
+def deskew(ink: np.ndarray) -> tuple[np.ndarray, float]:
+    """Rotate so the ink's principal axis is horizontal; returns (image, angle in degrees)."""
+    ys, xs = np.nonzero(ink > 0)
+    if len(xs) < 10:
+        return ink, 0.0
+    coords = np.stack([xs, ys], axis=1).astype(np.float32)
+    coords -= coords.mean(axis=0)
+    cov = coords.T @ coords / len(coords)
+    evals, evecs = np.linalg.eigh(cov)
+    vx, vy = evecs[:, int(np.argmax(evals))]
+    angle = float(np.degrees(np.arctan2(vy, vx)))
+    if angle > 90:
+        angle -= 180
+    elif angle < -90:
+        angle += 180
+    if abs(angle) > 45 or abs(angle) < 0.5:
+        # Past 45 degrees the main axis is ambiguous (a tall signature); leave it alone.
+        return ink, 0.0
+    h, w = ink.shape
+    diag = int(np.ceil(np.hypot(h, w)))
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    m[0, 2] += (diag - w) / 2
+    m[1, 2] += (diag - h) / 2
+    rotated = cv2.warpAffine(ink, m, (diag, diag), flags=cv2.INTER_LINEAR, borderValue=0)
+    box = crop_to_ink(rotated > 0)
+    if box is None:
+        return ink, 0.0
+    x0, y0, x1, y1 = box
+    return rotated[y0:y1, x0:x1], angle
+
+
+def fit_to_canvas(ink: np.ndarray, height: int, width: int, margin: float = 0.04) -> np.ndarray:
+    """Resize keeping aspect ratio to fit (height, width) less a margin; centre it."""
+    h, w = ink.shape
+    inner_h = max(1, int(round(height * (1 - 2 * margin))))
+    inner_w = max(1, int(round(width * (1 - 2 * margin))))
+    scale = min(inner_h / h, inner_w / w)
+    new_h, new_w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(ink, (new_w, new_h), interpolation=interp)
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    y0, x0 = (height - new_h) // 2, (width - new_w) // 2
+    canvas[y0 : y0 + new_h, x0 : x0 + new_w] = resized
+    return canvas
+
+
+def normalize_signature(image: np.ndarray, options: NormalizeOptions | None = None) -> NormalizedSignature:
+    """Turn a cropped signature (uint8 gray or BGR) into the model's input canvas.
+
+    Raises :class:`NoSignatureError` when no ink is found (blank or flat image).
+    """
+    opts = options or NormalizeOptions()
+    gray = to_gray(image)
+    if min(gray.shape) < 4:
+        raise NoSignatureError(f"image is {gray.shape[1]}x{gray.shape[0]} pixels, too small to hold a signature")
+    flat = flatten_background(gray)
+    mask = binarize(flat, opts.threshold, opts.min_contrast)
+    mask = remove_specks(mask, opts.speck_fraction, opts.min_speck_pixels)
+    if int(mask.sum()) < opts.min_ink_pixels:
+        raise NoSignatureError("no ink found: the image looks blank")
+    box = crop_to_ink(mask)
+    assert box is not None  # mask is non-empty here
+    x0, y0, x1, y1 = box
+    ink = ink_image(flat[y0:y1, x0:x1], mask[y0:y1, x0:x1])
+    angle = 0.0
+    if opts.deskew:
+        ink, angle = deskew(ink)
+    canvas = fit_to_canvas(ink, opts.height, opts.width, opts.margin)
+    return NormalizedSignature(canvas=canvas.astype(np.float32) / 255.0, ink_box=box, angle=angle)

@@ -1,0 +1,66 @@
+"""Test helpers: generated images and a fake data root in the layout of ../shared/data."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sigedge.synth import synthetic_signature
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(path.suffix or ".png", image)
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+def make_fake_data_root(root: Path, writers: int = 6, genuine: int = 7, forgeries: int = 3) -> Path:
+    """Tiny synthetic stand-ins for the three signature collections, same CSV layouts."""
+    for ds, offset in (("sigcomp2011_dutch", 0), ("ssbi", 100)):
+        rows = []
+        for w in range(writers):
+            wid = f"{w:03d}"
+            for s in range(genuine):
+                p = f"images/{wid}/{wid}_{s:02d}.png"
+                write_png(root / ds / p, synthetic_signature(offset + w, s))
+                rows.append([p, wid, "genuine", ""])
+            for s in range(forgeries):  # a "forgery": another writer's hand imitating the shape
+                p = f"images/{wid}_forg/{wid}_{s:02d}.png"
+                write_png(root / ds / p, synthetic_signature(offset + w, 100 + s, jitter=2.5))
+                rows.append([p, wid, "forgery", "999"])
+        with open(root / ds / "labels.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["path", "writer", "kind", "forger"], *rows])
+    rows = []
+    for w in range(writers):
+        wid = f"e{w:03d}"
+        for name in range(1, 3):
+            for m, medium in enumerate(("paper", "ipad", "phone_a", "phone_b")):
+                p = f"images/{wid}/{name:02d}_{medium}.png"
+                write_png(root / "cross_media_chinese" / p, synthetic_signature(200 + 10 * w + name, m))
+                rows.append([p, wid, str(name), medium])
+    with open(root / "cross_media_chinese" / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["path", "writer", "name_index", "medium"], *rows])
+    return root
+
+
+def make_eval_csv(root: Path, writers: int = 4, genuine: int = 7, forgeries: int = 2) -> Path:
+    """A ``sigedge evaluate`` CSV over generated signatures."""
+    rows = []
+    for w in range(writers):
+        for s in range(genuine):
+            rows.append([str(write_png(root / f"w{w}_{s}.png", synthetic_signature(w, s)).name), f"w{w}", "genuine"])
+        for s in range(forgeries):
+            img = synthetic_signature(w, 50 + s, jitter=2.5)
+            rows.append([str(write_png(root / f"w{w}_f{s}.png", img).name), f"w{w}", "forgery"])
+    out = root / "labels.csv"
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows([["path", "writer", "kind"], *rows])
+    return out

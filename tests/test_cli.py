@@ -1,0 +1,156 @@
+"""The sigedge command line: outputs, exit codes, bad input, no TensorFlow, no network."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sigedge.cli import app
+from sigedge.synth import synthetic_signature
+from tests.helpers import make_eval_csv, write_png
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sigs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sigs")
+    return {f"{w}_{s}": write_png(d / f"{w}_{s}.png", synthetic_signature(w, s)) for w in range(3) for s in range(4)}
+
+
+def run_cli(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sigedge.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_verify_accepts_and_rejects_with_exit_codes(sigs):
+    ok = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_0"]), str(sigs["0_1"])])
+    assert ok.exit_code == 0, ok.output
+    assert "GENUINE" in ok.output
+    rej = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["1_0"]), "--threshold", "0.99999"])
+    assert rej.exit_code == 1 and "REJECTED" in rej.output
+
+
+def test_verify_json(sigs):
+    r = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_1"]), str(sigs["0_2"]), "--json"])
+    data = json.loads(r.output)
+    assert set(data) >= {"score", "threshold", "genuine", "decision", "similarities", "model_sha256"}
+    assert r.exit_code == (0 if data["genuine"] else 1)
+
+
+def test_verify_usage_errors(sigs):
+    r = runner.invoke(app, ["verify", str(sigs["0_0"])])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_1"]), "--precision", "fp16"])
+    assert r.exit_code == 2
+
+
+def _bad_inputs(tmp_path):
+    sig_png = cv2.imencode(".png", synthetic_signature(1, 0))[1].tobytes()
+    files = {
+        "empty.png": (b"", 3),
+        "text.png": (b"this is not an image\n", 3),
+        "truncated.png": (sig_png[: len(sig_png) // 3], 3),
+        "one_pixel.png": (cv2.imencode(".png", np.zeros((1, 1), np.uint8))[1].tobytes(), 4),
+        "blank_page.png": (cv2.imencode(".png", np.full((800, 600), 255, np.uint8))[1].tobytes(), 4),
+    }
+    out = {}
+    for name, (data, code) in files.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        out[name] = (p, code)
+    out["missing.png"] = (tmp_path / "missing.png", 3)
+    return out
+
+
+def test_bad_input_gives_one_line_and_exit_code(sigs, tmp_path):
+    for name, (path, code) in _bad_inputs(tmp_path).items():
+        r = run_cli("verify", path, sigs["0_0"])
+        assert r.returncode == code, (name, r.returncode, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("sigedge: error:"), (name, r.stderr)
+        assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_no_tensorflow_and_no_network(sigs):
+    """`sigedge verify` imports no TensorFlow and opens no socket."""
+    code = textwrap.dedent(f"""
+        import socket, sys
+        class NoNetwork(socket.socket):
+            def connect(self, *a, **k):
+                raise RuntimeError("network use attempted")
+            connect_ex = connect
+        socket.socket = NoNetwork
+        socket.create_connection = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("network use attempted"))
+        import sigedge
+        assert not any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules)
+        from sigedge.cli import app
+        try:
+            app(["verify", {str(sigs['0_0'])!r}, {str(sigs['0_1'])!r}, "--json"])
+        except SystemExit as e:
+            code = e.code
+        tf = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow."))
+        print("EXIT", code, "TF", tf)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "network use attempted" not in r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("EXIT ") and last.endswith("TF []"), r.stdout + r.stderr
+    assert last.split()[1] in ("0", "1")
+
+
+def test_embed_clean_info(sigs, tmp_path):
+    out = tmp_path / "e.npy"
+    r = runner.invoke(app, ["embed", str(sigs["0_0"]), str(sigs["1_0"]), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert np.load(out).shape[0] == 2
+    r = runner.invoke(app, ["clean", str(sigs["0_0"]), "-o", str(tmp_path / "c.png")])
+    assert r.exit_code == 0 and cv2.imread(str(tmp_path / "c.png")) is not None
+    r = runner.invoke(app, ["clean", str(sigs["0_0"]), "-o", str(tmp_path / "canvas.png"), "--canvas"])
+    assert r.exit_code == 0
+    r = runner.invoke(app, ["info", "--json"])
+    info = json.loads(r.output)
+    assert info["interpreter_backend"] != "tensorflow.lite"
+    assert len(info["bundle"]["models"]["embedder"]["sha256"]) == 64
+
+
+def test_evaluate_reports_and_plots(tmp_path):
+    labels = make_eval_csv(tmp_path)
+    r = runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json", "--plot", str(tmp_path / "roc.png")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["writers"] == 4 and rep["n_skilled"] == 8 and 0 <= rep["eer_random"] <= 1
+    assert (tmp_path / "roc.png").stat().st_size > 1000
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,who\nx.png,a\n")
+    assert runner.invoke(app, ["evaluate", str(bad)]).exit_code == 2
+
+
+def test_bench_json():
+    r = runner.invoke(app, ["bench", "--repeat", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert {"decode", "normalise", "embed_int8", "embed_float32", "score"} <= set(rep["stages"])
+    assert rep["models"]["embedder"]["bytes"] < rep["models"]["embedder_float"]["bytes"]
+
+
+def test_export_without_train_extra_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # makes `import tensorflow` fail
+    r = runner.invoke(app, ["export", "--int8"])
+    assert r.exit_code == 2
+    assert "pip install 'sigedge[train]'" in r.output
+
+
+def test_verify_explain_writes_a_picture(sigs, tmp_path):
+    out = tmp_path / "why.png"
+    r = runner.invoke(app, ["verify", str(sigs["2_0"]), str(sigs["2_1"]), str(sigs["1_1"]), "--explain", str(out)])
+    assert r.exit_code in (0, 1), r.output
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[1] > 3 * 256  # three panels side by side

@@ -1,0 +1,427 @@
+"""Gallery API: enrol / identify / verify / remove, persistence, growth, erasure, model guard."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sigedge.errors import GalleryError, InvalidImageError, NoSignatureError, UsageError
+from sigedge.gallery import Gallery, GalleryOptions, Match, reindex_gallery, verify_in_gallery
+from tests.hostile import draw_signature
+from tests.test_gallery_support import SketchEmbedder, blank_png, signature_png, unit_vectors
+
+
+@pytest.fixture(autouse=True)
+def _no_env_key(monkeypatch):
+    monkeypatch.delenv("SIGEDGE_GALLERY_KEY", raising=False)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return SketchEmbedder()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """5 enrolment samples and 2 held-out queries for each of 6 writers, plus unknown writers."""
+    d = tmp_path_factory.mktemp("sigs")
+    return {
+        "enrol": {w: [signature_png(d / f"w{w}_{s}.png", w, s) for s in range(5)] for w in range(6)},
+        "query": {w: [signature_png(d / f"q{w}_{s}.png", w, 50 + s) for s in range(2)] for w in range(6)},
+        "unknown": [signature_png(d / f"u{w}.png", w, 0) for w in range(100, 104)],
+    }
+
+
+def _enrolled(path: Path, embedder, images, writers=range(6), **kw) -> Gallery:
+    g = Gallery(path, embedder, **kw)
+    for w in writers:
+        g.enroll(f"writer-{w}", images["enrol"][w])
+    return g
+
+
+def file_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def db_dump(folder: Path) -> list[str]:
+    conn = sqlite3.connect(folder / "gallery.db")
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+EXACT, HNSW = GalleryOptions(), GalleryOptions(exact_search_limit=0)
+
+
+@pytest.mark.parametrize("opts", [EXACT, HNSW], ids=["exact", "hnsw"])
+def test_round_trip_identify_verify_remove(tmp_path, embedder, images, opts):
+    with _enrolled(tmp_path / "g", embedder, images, options=opts) as g:
+        assert len(g) == 6 and g.sample_count == 30
+        assert [w.writer_id for w in g.writers()] == [f"writer-{w}" for w in range(6)]
+        assert all(w.samples == 5 for w in g.writers())
+        assert "writer-3" in g and "writer-9" not in g
+        for w in range(6):
+            for q in images["query"][w]:
+                matches = g.identify(q, k=3)
+                assert matches and isinstance(matches[0], Match)
+                assert matches[0].writer_id == f"writer-{w}", matches
+                assert matches[0].accepted and matches[0].known and matches[0].references == 5
+                assert matches[0].rank == 1 and matches[0].score >= g.identify_threshold
+                assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+                assert g.verify(f"writer-{w}", q).genuine
+                assert not g.verify(f"writer-{(w + 1) % 6}", q).genuine
+        assert g.remove("writer-2") == 5
+        assert "writer-2" not in g and len(g) == 5 and g.sample_count == 25
+        assert all(m.writer_id != "writer-2" for m in g.identify(images["query"][2][0], k=5, include_rejected=True))
+        with pytest.raises(GalleryError, match="no writer"):
+            g.verify("writer-2", images["query"][2][0])
+        with pytest.raises(GalleryError, match="no writer"):
+            g.remove("writer-2")
+
+
+def test_identify_ranks_writers_not_samples(tmp_path, embedder, images):
+    with _enrolled(tmp_path / "g", embedder, images) as g:
+        matches = g.identify(images["query"][0][0], k=6, include_rejected=True)
+        ids = [m.writer_id for m in matches]
+        assert len(ids) == len(set(ids)) == 6  # each writer once, though each has 5 samples
+        top = matches[0]
+        refs = g.references(top.writer_id)
+        expected = float(np.mean(refs @ embedder.embed(images["query"][0][0])))
+        assert top.score == pytest.approx(expected, abs=1e-5)  # the verify score (mean fusion)
+        assert top.score == pytest.approx(g.verify(top.writer_id, images["query"][0][0]).score, abs=1e-5)
+
+
+def test_exact_and_index_search_agree(tmp_path):
+    """The index ranks writers by their mean similarity, exactly as brute force does."""
+    emb = SketchEmbedder(sha256="vectors")
+    rng = np.random.default_rng(5)
+    centres = unit_vectors(400, seed=3)
+    refs = {}
+    with Gallery(tmp_path / "g", emb, options=HNSW) as g:
+        for w in range(400):
+            v = centres[w] + 0.7 * rng.standard_normal((int(rng.integers(1, 6)), 128)) / np.sqrt(128)
+            refs[f"w{w}"] = v / np.linalg.norm(v, axis=1, keepdims=True)
+            g._enroll_embeddings(f"w{w}", refs[f"w{w}"])
+    queries = unit_vectors(30, seed=4)
+    queries[:10] = centres[:10]
+    overlap = []
+    for opts in (EXACT, HNSW):
+        with Gallery(tmp_path / "g", emb, options=opts) as g:
+            for q in queries:
+                exact = sorted(refs, key=lambda w: -float(np.mean(refs[w] @ q)))[:10]
+                got = g._identify_embedding(q, k=10)
+                assert [m.rank for m in got] == list(range(1, 11))
+                for m in got:
+                    assert m.score == pytest.approx(float(np.mean(refs[m.writer_id] @ q)), abs=1e-5)
+                    assert m.references == len(refs[m.writer_id])
+                overlap.append(len({m.writer_id for m in got} & set(exact)) / 10)
+                if opts is EXACT:
+                    assert [m.writer_id for m in got] == exact
+    assert np.mean(overlap) >= 0.99
+
+
+def test_max_fusion_rescoring(tmp_path):
+    emb = SketchEmbedder(sha256="vectors")
+    vecs = unit_vectors(30, seed=6)
+    opts = GalleryOptions(identify_fusion="max")
+    with Gallery(tmp_path / "g", emb, options=opts) as g:
+        for w in range(10):
+            g._enroll_embeddings(f"w{w}", vecs[3 * w:3 * w + 3])
+        m = g._identify_embedding(vecs[4], k=3)
+        assert m[0].writer_id == "w1" and m[0].score == pytest.approx(1.0, abs=1e-5)
+        assert all(a.score >= b.score for a, b in zip(m, m[1:]))
+
+
+def test_open_set_rejects_unknown_signers(tmp_path, embedder, images):
+    with _enrolled(tmp_path / "g", embedder, images) as g:
+        for u in images["unknown"]:
+            assert g.identify(u, k=5) == []
+            ranked = g.identify(u, k=5, include_rejected=True)
+            assert len(ranked) == 5 and not any(m.accepted for m in ranked)
+            assert all(m.score < g.identify_threshold for m in ranked)
+    # The threshold comes from the model bundle and an explicit option overrides it.
+    opts = GalleryOptions(identify_threshold=-1.0)
+    with Gallery(tmp_path / "g", embedder, options=opts) as g:
+        assert g.identify_threshold == -1.0
+        assert len(g.identify(images["unknown"][0], k=5)) == 5
+
+
+def test_threshold_defaults_to_the_bundle(tmp_path, images):
+    emb = SketchEmbedder()
+    emb.bundle.identification.clear()
+    emb.bundle.verification["thresholds"]["far_random_1pct"] = 0.42
+    with Gallery(tmp_path / "g", emb) as g:
+        assert g.identify_threshold == 0.42
+    emb.bundle.identification["threshold"] = 0.55
+    with Gallery(tmp_path / "g", emb) as g:
+        assert g.identify_threshold == 0.55
+
+
+def test_persists_across_reopen_and_rebuilds_a_lost_index(tmp_path, embedder, images):
+    path = tmp_path / "g"
+    with _enrolled(path, embedder, images, writers=range(4)):
+        pass
+    with Gallery(path, embedder, create=False) as g:
+        assert g.identify(images["query"][1][0])[0].writer_id == "writer-1"
+        g.enroll("writer-4", images["enrol"][4])
+    for p in path.glob("index-*"):
+        p.unlink()  # the index is a cache: the database alone must do
+    with Gallery(path, embedder, create=False) as g:
+        assert len(g) == 5 and g.info().index_elements == 5  # one mean vector per writer
+        assert g.identify(images["query"][4][0])[0].writer_id == "writer-4"
+    assert list(path.glob("index-*.hnsw")), "close() should have saved the rebuilt index"
+
+
+def test_stale_index_catches_up_from_the_database(tmp_path):
+    emb = SketchEmbedder(sha256="vectors")
+    path = tmp_path / "g"
+    vecs = unit_vectors(40, seed=1)
+    with Gallery(path, emb, options=GalleryOptions(index_save_every=1)) as g:
+        g._enroll_embeddings("a", vecs[:10])
+    (old_index,) = path.glob("index-*.hnsw")
+    old_bytes = old_index.read_bytes()
+    g = Gallery(path, emb, options=GalleryOptions(index_save_every=10_000))  # saves never due
+    for i in range(1, 4):
+        g._enroll_embeddings(f"w{i}", vecs[10 * i: 10 * i + 10])
+    g.remove("a")
+    g._store.close()  # "crash": no close()
+    g._closed = True
+    # An index file far behind the database: it still holds "a" and lacks w1..w3.
+    for p in path.glob("index-*"):
+        p.unlink()
+    old_index.write_bytes(old_bytes)
+    with Gallery(path, emb, options=HNSW) as g2:
+        assert {w.writer_id for w in g2.writers()} == {"w1", "w2", "w3"}
+        assert g2.info().index_elements - g2.info().index_deleted == 3
+        for i in range(1, 4):
+            assert g2._identify_embedding(vecs[10 * i], k=1)[0].writer_id == f"w{i}"
+        assert all(m.writer_id != "a" for m in g2._identify_embedding(vecs[0], k=3))
+    assert not old_index.exists()  # close() replaced the stale file...
+    data = file_bytes(path)
+    assert not any(c in data for v in vecs[:10] for c in _vector_chunks(v))  # ...without a's vectors
+
+
+def test_reader_sees_changes_made_by_another_handle(tmp_path, embedder, images):
+    path = tmp_path / "g"
+    with _enrolled(path, embedder, images, writers=[0]) as writer, Gallery(path, embedder, options=HNSW) as reader:
+        assert reader.identify(images["query"][0][0])[0].writer_id == "writer-0"
+        writer.enroll("writer-1", images["enrol"][1])
+        assert reader.identify(images["query"][1][0])[0].writer_id == "writer-1"
+        writer.remove("writer-0")
+        assert reader.identify(images["query"][0][0]) == []
+
+
+def test_index_grows_past_its_initial_capacity(tmp_path):
+    emb = SketchEmbedder(sha256="vectors")
+    vecs = unit_vectors(300, seed=2)
+    with Gallery(tmp_path / "g", emb, options=GalleryOptions(initial_capacity=16, exact_search_limit=0)) as g:
+        for i in range(0, 300, 3):
+            g._enroll_embeddings(f"w{i // 3}", vecs[i:i + 3])
+        assert g._index.get_max_elements() >= 100 > 16
+        assert g.info().index_elements == 100 and g.sample_count == 300
+    with Gallery(tmp_path / "g", emb, options=HNSW) as g:
+        for i in (0, 150, 297):
+            m = g._identify_embedding(vecs[i], k=1)[0]
+            assert m.writer_id == f"w{i // 3}" and m.references == 3
+
+
+def test_enrol_is_all_or_nothing(tmp_path, embedder, images):
+    path = tmp_path / "g"
+    with _enrolled(path, embedder, images, writers=[0]) as g:
+        before = gallery_state(path)
+        bad = [images["enrol"][1][0], images["enrol"][1][1], blank_png(tmp_path / "blank.png")]
+        with pytest.raises(NoSignatureError):
+            g.enroll("writer-1", bad)
+        with pytest.raises(InvalidImageError, match="missing.png"):
+            g.enroll("writer-0", [images["enrol"][0][0], tmp_path / "missing.png"])
+        with pytest.raises(InvalidImageError, match="image 2 of 2"):
+            g.enroll("writer-0", [draw_signature(0, 1), b"not an image"])
+        assert g.sample_count == 5 and "writer-1" not in g
+    assert gallery_state(path) == before
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "a\nb", "x" * 257, 42])
+def test_writer_id_is_checked(tmp_path, embedder, images, bad):
+    with Gallery(tmp_path / "g", embedder) as g:
+        with pytest.raises(UsageError):
+            g.enroll(bad, images["enrol"][0][:1])
+        assert len(g) == 0
+
+
+def test_enrol_accepts_arrays_bytes_and_a_single_image(tmp_path, embedder, images):
+    with Gallery(tmp_path / "g", embedder) as g:
+        r = g.enroll("w", draw_signature(3, 0))
+        assert r.added == 1 and r.new_writer
+        r = g.enroll("w", [images["enrol"][3][1].read_bytes(), str(images["enrol"][3][2])])
+        assert r.added == 2 and r.samples == 3 and not r.new_writer
+        assert g.identify(images["query"][3][0])[0].writer_id == "w"
+
+
+def test_real_pipeline_stores_its_embeddings(tmp_path, pipeline, images):
+    """With the bundled model (whatever its quality) the stored vectors are its embeddings."""
+    with Gallery(tmp_path / "g", pipeline) as g:
+        g.enroll("w0", images["enrol"][0][:2])
+        refs = g.references("w0")
+        expected = np.stack([pipeline.embed(p) for p in images["enrol"][0][:2]])
+        norms = np.linalg.norm(expected, axis=1, keepdims=True)
+        expected = np.where(norms > 0, expected / np.maximum(norms, 1e-12), expected)
+        np.testing.assert_allclose(refs, expected, atol=1e-6)
+        res = g.verify("w0", images["query"][0][0])
+        direct = pipeline.verify_embeddings(pipeline.embed(images["query"][0][0]), refs)
+        assert res == direct
+        info = g.info()
+        assert info.model_sha256 == pipeline.model_sha256 and info.dim == pipeline.dim
+
+
+def gallery_state(folder: Path) -> tuple:
+    """What must not change when an operation fails: database content, audit log, index files."""
+    index = {p.name: p.read_bytes() for p in folder.iterdir() if p.name.startswith("index-")}
+    return db_dump(folder), (folder / "audit.jsonl").read_bytes(), index
+
+
+def _vector_chunks(v: np.ndarray) -> list[bytes]:
+    raw = np.asarray(v, "<f4").tobytes()
+    return [raw[i:i + 16] for i in range(0, len(raw), 16)]
+
+
+def test_remove_erases_every_byte(tmp_path, embedder, images):
+    path = tmp_path / "g"
+    secret = "erase-me-writer-0451"
+    g = Gallery(path, embedder, keep_crops=True)
+    g.enroll(secret, images["enrol"][0])
+    g.enroll("keeper", images["enrol"][1])
+    reader = Gallery(path, embedder)  # a second handle holding the vectors in memory
+    assert reader.identify(images["query"][0][0])[0].writer_id == secret
+    gone, kept = g.references(secret), g.references("keeper")
+    g.save()
+    gone = np.vstack([gone, _centroid(g, secret)])  # the index holds the writer's mean vector
+    crop = images["enrol"][0][0].read_bytes()
+    data = file_bytes(path)
+    # the search finds them while they are enrolled (in the database and the index)
+    assert all(c in data for v in gone for c in _vector_chunks(v))
+    assert secret.encode() in data and crop[100:164] in data
+    assert g.remove(secret) == 5
+    assert reader.identify(images["query"][0][0]) == []
+    reader.close()  # saves its (caught-up) index: must not bring the vectors back
+    g.close()
+    data = file_bytes(path)
+    for v in gone:
+        for c in _vector_chunks(v):
+            assert c not in data
+    assert secret.encode() not in data and secret.encode("utf-16-le") not in data
+    assert crop[100:164] not in data
+    assert all(c in data for v in kept for c in _vector_chunks(v))  # the search can still find things
+    assert all(c in data for c in _vector_chunks(_mean(kept)))
+    with Gallery(path, embedder) as g:
+        assert [w.writer_id for w in g.writers()] == ["keeper"]
+        assert g.identify(images["query"][1][0])[0].writer_id == "keeper"
+        assert g.check_audit().ok
+
+
+def _mean(refs: np.ndarray) -> np.ndarray:
+    return refs.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def _centroid(g: Gallery, writer: str) -> np.ndarray:
+    """The writer's vector in the index (the mean of its references)."""
+    return g._index.get_items([g._writer_rows[writer]], return_type="numpy")[0]
+
+
+def _meta(path: Path, key: str):
+    conn = sqlite3.connect(path / "gallery.db")
+    try:
+        return conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_interrupted_erasure_is_finished_by_the_next_open(tmp_path, embedder, images, monkeypatch):
+    path = tmp_path / "g"
+    g = _enrolled(path, embedder, images, writers=[0, 1])
+    g.save()
+    centroid = _centroid(g, "writer-0")
+    assert all(c in file_bytes(path) for c in _vector_chunks(centroid))
+
+    def crash(self):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Gallery, "_finish_erasure_locked", crash)
+    with pytest.raises(KeyboardInterrupt):
+        g.remove("writer-0")  # committed, then "killed" before the index and WAL are cleaned
+    monkeypatch.undo()
+    g._store.close()
+    g._closed = True
+    assert _meta(path, "erase_pending") == 1
+    assert any(c in file_bytes(path) for c in _vector_chunks(centroid))  # the old index file: not yet erased
+    with Gallery(path, embedder) as g2:
+        assert "writer-0" not in g2 and g2.identify(images["query"][0][0]) == []
+    assert _meta(path, "erase_pending") == 0
+    assert not any(c in file_bytes(path) for c in _vector_chunks(centroid))
+
+
+def test_model_guard_and_reindex(tmp_path, images):
+    old, new = SketchEmbedder(sha256="model-A", seed=7), SketchEmbedder(sha256="model-B", seed=8)
+    kept, lost = tmp_path / "kept", tmp_path / "lost"
+    _enrolled(kept, old, images, writers=range(3), keep_crops=True).close()
+    _enrolled(lost, old, images, writers=range(3)).close()
+    for path in (kept, lost):
+        with pytest.raises(GalleryError, match="sigedge reindex"):
+            Gallery(path, new)
+    with pytest.raises(GalleryError, match="--keep-crops"):
+        reindex_gallery(lost, new)
+    with pytest.raises(GalleryError, match="sigedge reindex"):
+        Gallery(lost, new)  # unchanged by the refused reindex
+    result = reindex_gallery(kept, new)
+    assert result.changed and result.samples == 15 and result.model_sha256 == "model-B"
+    with pytest.raises(GalleryError, match="sigedge reindex"):
+        Gallery(kept, old)
+    with Gallery(kept, new) as g:
+        for w in range(3):
+            assert g.identify(images["query"][w][0])[0].writer_id == f"writer-{w}"
+            np.testing.assert_allclose(g.references(f"writer-{w}")[0], new.embed(images["enrol"][w][0]), atol=1e-6)
+        assert g.check_audit().ok
+    assert not reindex_gallery(kept, new).changed
+
+
+def test_not_a_gallery_and_closed(tmp_path, embedder, images):
+    with pytest.raises(GalleryError, match="no gallery"):
+        Gallery(tmp_path / "nothing", embedder, create=False)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.txt").write_text("mine")
+    with pytest.raises(GalleryError, match="not empty"):
+        Gallery(tmp_path / "busy", embedder)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GalleryError, match="not a directory"):
+        Gallery(tmp_path / "file", embedder)
+    g = Gallery(tmp_path / "g", embedder)
+    g.close()
+    g.close()
+    with pytest.raises(GalleryError, match="closed"):
+        g.identify(images["query"][0][0])
+
+
+def test_verify_in_gallery(tmp_path, embedder, images):
+    _enrolled(tmp_path / "g", embedder, images, writers=[0, 1]).close()
+    r = verify_in_gallery(tmp_path / "g", "writer-1", images["query"][1][0], pipeline=embedder)
+    assert r.genuine and len(r.similarities) == 5
+    assert not verify_in_gallery(tmp_path / "g", "writer-0", images["query"][1][0], pipeline=embedder).genuine
+    with pytest.raises(GalleryError):
+        verify_in_gallery(tmp_path / "none", "writer-0", images["query"][1][0], pipeline=embedder)
+    assert not (tmp_path / "none").exists()
+
+
+def test_no_side_effects_and_no_tensorflow_on_import():
+    import subprocess
+    import sys
+
+    code = ("import sys, sigedge.gallery, sigedge.gallery_cli, sigedge.audit, sigedge.crypto; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'cryptography', 'keras')]; "
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(__file__))
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,57 @@
+import cv2
+import numpy as np
+import pytest
+
+from sigedge.errors import NoSignatureError
+from sigedge.normalize import NormalizeOptions, deskew, fit_to_canvas, normalize_signature
+from sigedge.synth import synthetic_signature
+
+OPTS = NormalizeOptions(height=64, width=128)
+
+
+def test_canvas_shape_range_and_centring():
+    out = normalize_signature(synthetic_signature(3, 0), OPTS)
+    c = out.canvas
+    assert c.shape == (64, 128) and c.dtype == np.float32
+    assert 0.0 <= c.min() and c.max() <= 1.0 and c.max() > 0.5  # thin strokes dim when shrunk
+    ys, xs = np.nonzero(c > 0.1)
+    assert abs((xs.min() + xs.max()) / 2 - 64) <= 3 and abs((ys.min() + ys.max()) / 2 - 32) <= 3
+
+
+def test_invariant_to_ink_colour_background_and_size():
+    base = normalize_signature(synthetic_signature(3, 0), OPTS).canvas
+    blue = synthetic_signature(3, 0, ink=(160, 60, 20))
+    shaded = blue.astype(np.float32) * np.linspace(0.75, 1.0, blue.shape[1])[None, :, None]
+    shaded = np.clip(shaded - 30, 0, 255).astype(np.uint8)  # gray, unevenly lit paper
+    big = cv2.resize(shaded, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+    other = normalize_signature(big, OPTS).canvas
+    inter = np.logical_and(base > 0.2, other > 0.2).sum()
+    union = np.logical_or(base > 0.2, other > 0.2).sum()
+    assert inter / union > 0.5
+
+
+def test_blank_and_flat_images_have_no_signature():
+    for img in (np.full((100, 200), 255, np.uint8), np.zeros((100, 200), np.uint8),
+                np.random.default_rng(0).integers(240, 256, (100, 200)).astype(np.uint8)):
+        with pytest.raises(NoSignatureError):
+            normalize_signature(img, OPTS)
+
+
+def test_tiny_image_has_no_signature():
+    with pytest.raises(NoSignatureError, match="too small"):
+        normalize_signature(np.zeros((1, 1), np.uint8), OPTS)
+
+
+def test_deskew_levels_a_rotated_line():
+    img = np.zeros((200, 200), np.uint8)
+    cv2.line(img, (20, 140), (180, 60), 255, 3)  # about -27 degrees
+    out, angle = deskew(img)
+    assert abs(abs(angle) - 26.6) < 2
+    assert out.shape[1] > 2.5 * out.shape[0]
+
+
+def test_fit_keeps_aspect_ratio():
+    ink = np.full((10, 100), 255, np.uint8)
+    c = fit_to_canvas(ink, 64, 128, margin=0)
+    ys, xs = np.nonzero(c)
+    assert xs.max() - xs.min() + 1 == 128 and 12 <= ys.max() - ys.min() + 1 <= 14

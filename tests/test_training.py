@@ -1,0 +1,53 @@
+"""A few-step training run on generated data, QAT, int8 export, and the runtime loading it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.helpers import make_fake_data_root
+
+pytestmark = [pytest.mark.train, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from training.train_embedder import main as train_main
+
+    tmp = tmp_path_factory.mktemp("train")
+    data = make_fake_data_root(tmp / "data")
+    run = tmp / "run"
+    train_main(["--data", str(data), "--out", str(run), "--cache", str(tmp / "cache"), "--epochs", "1",
+                "--qat-epochs", "1", "--steps", "2", "--batch", "8", "--height", "64", "--width", "128",
+                "--dim", "32"])
+    return data, run, tmp
+
+
+def test_training_writes_checkpoints_and_history(trained_run):
+    _, run, _ = trained_run
+    state = json.loads((run / "state.json").read_text())
+    assert state["phase"] == "done"
+    assert [h["phase"] for h in state["history"]] == ["float", "qat"]
+    assert (run / "float.h5").stat().st_size > 0 and (run / "qat.h5").stat().st_size > 0
+
+
+def test_export_int8_bundle_runs_in_the_runtime(trained_run):
+    from export.export_embedder import export
+    from sigedge import Pipeline
+    from sigedge.bundle import ModelBundle
+    from sigedge.synth import synthetic_signature
+
+    data, run, tmp = trained_run
+    out = tmp / "bundle"
+    manifest = export(run, out, int8=True, data_root=data, cache=tmp / "cache")
+    assert manifest["models"]["embedder"]["precision"] == "int8"
+    b = ModelBundle.load(out)
+    assert (b.model("embedder").input_height, b.model("embedder").input_width) == (64, 128)
+    assert set(manifest["verification"]["thresholds"]) >= {"eer_skilled", "far_random_1pct"}
+    e = Pipeline(out).embed(synthetic_signature(1, 0))
+    assert e.shape == (32,) and np.isfinite(e).all()
+    assert "sigcomp2011_dutch" in manifest["parity"]

@@ -1,0 +1,1 @@
+"""Training code for sigedge models (needs the ``train`` extra: TensorFlow, tf-keras, tfmot)."""
