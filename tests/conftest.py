@@ -12,6 +12,20 @@ def pipeline():
     return Pipeline()
 
 
+@pytest.fixture(autouse=True)
+def _no_env_key(monkeypatch):
+    """A gallery key in the developer's environment must not leak into the tests."""
+    monkeypatch.delenv("SIGEDGE_GALLERY_KEY", raising=False)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The deterministic stand-in embedder of the gallery tests (tests/test_gallery_support.py)."""
+    from tests.test_gallery_support import SketchEmbedder
+
+    return SketchEmbedder()
+
+
 @pytest.fixture(scope="session")
 def shared_data():
     if not (SHARED_DATA / "sigcomp2011_dutch" / "labels.csv").exists():

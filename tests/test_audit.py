@@ -15,16 +15,6 @@ from sigedge.gallery_cli import register
 from tests.test_gallery_support import SketchEmbedder, signature_png, unit_vectors
 
 
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch):
-    monkeypatch.delenv("SIGEDGE_GALLERY_KEY", raising=False)
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return SketchEmbedder()
-
-
 @pytest.fixture()
 def gallery(tmp_path, embedder):
     """A gallery with create, 3 enrolments, a verify, an identify and a remove in its log."""

@@ -15,16 +15,6 @@ from tests.hostile import draw_signature
 from tests.test_gallery_support import SketchEmbedder, blank_png, signature_png, unit_vectors
 
 
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch):
-    monkeypatch.delenv("SIGEDGE_GALLERY_KEY", raising=False)
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return SketchEmbedder()
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """5 enrolment samples and 2 held-out queries for each of 6 writers, plus unknown writers."""

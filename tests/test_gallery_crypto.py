@@ -14,19 +14,9 @@ from sigedge.crypto import parse_key  # noqa: E402
 from sigedge.errors import GalleryError, UsageError  # noqa: E402
 from sigedge.gallery import Gallery, check_audit  # noqa: E402
 from tests.test_gallery import _vector_chunks, file_bytes  # noqa: E402
-from tests.test_gallery_support import SketchEmbedder, signature_png  # noqa: E402
+from tests.test_gallery_support import signature_png  # noqa: E402
 
 SECRET_WRITER = "Zoë Secret-Writer 7731"
-
-
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch):
-    monkeypatch.delenv("SIGEDGE_GALLERY_KEY", raising=False)
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return SketchEmbedder()
 
 
 @pytest.fixture(scope="module")
