@@ -1,7 +1,8 @@
 """Shared pieces of the gallery tests: a deterministic stand-in embedder and image makers.
 
-The bundled model is (for now) an untrained placeholder whose embeddings carry no
-identity, so ranking tests use :class:`SketchEmbedder`: the real pipeline's loading,
+Ranking tests must not depend on how well the shipped model separates synthetic writers
+(it was trained on real signatures, and it will be retrained), so they use
+:class:`SketchEmbedder`: the real pipeline's loading,
 cleaning and normalisation (so bad images fail exactly as in production), then a fixed
 random projection of the blurred, downsampled ink canvas. Different synthetic writers
 get clearly different embeddings, samples of one writer similar ones. The checks in this
