@@ -88,6 +88,19 @@ def model_entry(file: Path, precision: str, opts: NormalizeOptions, dim: int) ->
     }
 
 
+def other_models(bundle_dir: Path) -> dict:
+    """What an existing bundle holds besides the embedder: ``{"models": {...}, "detection": ...}``."""
+    manifest_path = bundle_dir / "manifest.json"
+    kept: dict = {"models": {}}
+    if not manifest_path.is_file():
+        return kept
+    manifest = json.loads(manifest_path.read_text())
+    kept["models"] = {role: m for role, m in manifest.get("models", {}).items() if not role.startswith("embedder")}
+    if "detection" in manifest:
+        kept["detection"] = manifest["detection"]
+    return kept
+
+
 def calibrate(scores_by_set: dict[str, object]) -> dict:
     """Thresholds from validation writers' scores (never those the numbers are reported on)."""
     genuine = np.concatenate([s.genuine for s in scores_by_set.values()])
@@ -102,7 +115,19 @@ def calibrate(scores_by_set: dict[str, object]) -> dict:
         "far_skilled_10pct": threshold_at_far(skilled, 0.10),
         "far_random_1pct": threshold_at_far(random_, 0.01),
         "far_random_0.1pct": threshold_at_far(random_, 0.001),
+        "far_skilled_5pct": threshold_at_far(skilled, 0.05),
+        "frr_5pct": float(np.quantile(genuine, 0.05)),
     }
+
+
+def decision_band(thresholds: dict) -> dict:
+    """Accept / refer / reject: accept where skilled forgeries pass at most 5 % of the time,
+    reject where at most 5 % of genuine signatures fall; in between a person decides."""
+    accept = max(thresholds["far_skilled_5pct"], thresholds["far_random_0.1pct"])
+    reject = min(thresholds["frr_5pct"], accept)
+    return {"accept": accept, "reject": reject,
+            "rule": "score >= accept: accept; score < reject: reject; otherwise refer to a person",
+            "chosen_by": "skilled FAR 5 % (and random FAR 0.1 %) for accept, genuine FRR 5 % for reject"}
 
 
 def main(argv=None):
@@ -176,7 +201,8 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
 
         thresholds = calibrate(scores_int8)
         out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob("*.tflite"):
+        kept = other_models(out)  # e.g. the detector: an embedder export leaves it alone
+        for old in out.glob("embedder*.tflite"):
             old.unlink()
         shutil.copy2(float_path, out / float_path.name)
         models = {"embedder_float": model_entry(out / float_path.name, "float32", opts, dim)}
@@ -193,18 +219,24 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
             "license": LICENCE,
             "training_data": TRAINING_DATA,
             "training": {"command": "python -m training.train_embedder --out " + str(run) + " " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in cfg.items() if k in ("epochs", "qat_epochs", "steps", "batch", "seed", "lr")),
+                f"--{k.replace('_', '-')} {v}" for k, v in cfg.items() if k in ("epochs", "qat_epochs", "steps", "batch", "seed", "lr", "pair_writers")),
                 "split_seed": D.SPLIT_SEED, "architecture": f"MobileNetV2 alpha={alpha}, {h}x{w}x1, dense {dim}",
-                "objective": "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"},
+                "objective": "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"
+                             + ("; plus a soft triplet ranking loss (genuine anchor, genuine positive, skilled "
+                                f"forgery negative, margin {cfg.get('pair_margin', '0.3')}) inside "
+                                f"{cfg['pair_writers']} writer blocks per batch"
+                                if int(cfg.get("pair_writers", 0) or 0) else "")},
             "preprocessing": {"threshold": opts.threshold, "deskew": opts.deskew, "speck_fraction": opts.speck_fraction,
                               "min_speck_pixels": opts.min_speck_pixels, "margin": opts.margin,
                               "min_ink_pixels": opts.min_ink_pixels, "min_contrast": opts.min_contrast},
-            "models": models,
+            "models": {**kept.pop("models"), **models},
+            **kept,
             "verification": {
                 "fusion": "mean",
                 "references_calibrated": 5,
                 "thresholds": thresholds,
                 "default_threshold": "eer_skilled",
+                "band": decision_band(thresholds),
                 "calibrated_on": "validation writers of sigcomp2011_dutch, ssbi and cross_media_chinese "
                                  "(writer-disjoint from training; split seed %d)" % D.SPLIT_SEED,
             },

@@ -63,10 +63,22 @@ def verify(
     precision: str = PrecisionOpt,
     key_file: Optional[Path] = typer.Option(None, "--key-file", help="Key of an encrypted gallery."),
     explain: Optional[Path] = typer.Option(None, "--explain", help="Write a picture explaining the decision (PNG)."),
+    page: bool = typer.Option(False, "--page", help="QUERY is a whole page: detect its signatures, verify each."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Verify QUERY against REFERENCES (1:1). Exit 0 if accepted as genuine, 1 if rejected."""
+    """Verify QUERY against REFERENCES (1:1). Exit 0 if accepted as genuine, 1 if rejected.
+
+    With --page, exit 0 if any signature on the page is accepted, 4 if none is found.
+    """
     with command_errors():
+        if page:
+            if gallery is not None or writer is not None or explain is not None:
+                raise UsageError("--page takes reference images (not --gallery/--writer or --explain)")
+            if not references:
+                raise UsageError("give at least one reference image")
+            pipe = _pipeline(bundle, threads, precision, threshold, operating_point)
+            accepted = _verify_page(pipe, query, references, as_json)
+            raise typer.Exit(0 if accepted else 1)
         if gallery is not None or writer is not None:
             if gallery is None or writer is None:
                 raise UsageError("--gallery and --writer go together")
@@ -92,11 +104,34 @@ def verify(
 
         def human() -> None:
             verdict = "GENUINE" if result.genuine else "REJECTED"
-            typer.echo(f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} ({result.operating_point})")
+            typer.echo(f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} ({result.operating_point})"
+                       f"  band: {result.band}")
             print_table(["reference", "similarity"], zip(ref_names, result.similarities))
 
         emit(data, as_json, human)
     raise typer.Exit(0 if result.genuine else 1)
+
+
+def _verify_page(pipe, page: Path, references: List[Path], as_json: bool) -> bool:
+    found = pipe.verify_page(page, references)
+    rows = [{"signature": i + 1, "box": [round(v, 1) for v in s.detection.box], "detection_score": s.detection.score,
+             **({"score": s.result.score, "threshold": s.result.threshold,
+                 "decision": "genuine" if s.result.genuine else "rejected"} if s.result else
+                {"score": None, "threshold": pipe.threshold, "decision": "no ink"})}
+            for i, s in enumerate(found)]
+    accepted = any(s.result is not None and s.result.genuine for s in found)
+    data = {"page": str(page), "references": [str(r) for r in references], "signatures": rows,
+            "decision": "genuine" if accepted else "rejected", "operating_point": pipe.operating_point}
+
+    def human() -> None:
+        typer.echo(f"{'GENUINE' if accepted else 'REJECTED'}  {len(found)} signature(s) on {page}, "
+                   f"threshold {pipe.threshold:.4f} ({pipe.operating_point})")
+        print_table(["#", "box", "detection", "score", "decision"],
+                    [(r["signature"], " ".join(str(round(v)) for v in r["box"]), r["detection_score"],
+                      "-" if r["score"] is None else r["score"], r["decision"]) for r in rows])
+
+    emit(data, as_json, human)
+    return accepted
 
 
 def _write_explanation(pipe, query: Path, reference: Path, result, out: Path) -> None:
@@ -156,14 +191,14 @@ def clean(
         import cv2
         import numpy as np
 
-        from .clean import clean_signature
+        from .clean import CleanOptions, clean_signature
         from .imageio import load_image
 
         if canvas:
             prepared = _pipeline(bundle).prepare(image)
             result = (255 - np.round(prepared.canvas * 255)).astype(np.uint8)
         else:
-            result = clean_signature(load_image(image))
+            result = clean_signature(load_image(image), CleanOptions(remove_specks=True))
         if not cv2.imwrite(str(out), result):
             raise UsageError(f"cannot write {out} (unknown extension or unwritable folder)")
         typer.echo(f"wrote {out} ({result.shape[1]}x{result.shape[0]})")
@@ -214,8 +249,10 @@ def bench(
 def export(
     run: Path = typer.Option(Path("runs/embedder"), "--run", help="Training run directory (float.h5, qat.h5, state.json)."),
     out: Path = typer.Option(Path("build/bundle"), "--out", help="Bundle directory to write."),
-    int8: bool = typer.Option(False, "--int8", help="Full-integer int8 embedder from the QAT model."),
+    int8: bool = typer.Option(False, "--int8", help="Full-integer int8 model from the QAT weights."),
     data: Optional[Path] = typer.Option(None, "--data", help="Signature data root (default ../shared/data)."),
+    model: str = typer.Option("embedder", "--model", help="Which run this is: embedder or detector. A detector "
+                              "is added to an existing bundle (--out must hold a manifest)."),
 ) -> None:
     """Convert a trained run to TFLite (int8 with --int8), check parity, write a bundle. Needs the train extra."""
     with command_errors():
@@ -226,6 +263,21 @@ def export(
         except ImportError as exc:
             raise UsageError(f"export needs the train extra ({exc.name} is missing): pip install 'sigedge[train]'") from None
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        if model not in ("embedder", "detector"):
+            raise UsageError(f"--model must be embedder or detector, not {model!r}")
+        if model == "detector":
+            if not (out / "manifest.json").is_file():
+                raise UsageError(f"{out}: no manifest.json; export the embedder into it first")
+            from export.export_detector import export as export_detector
+
+            detection = export_detector(run, out, data_root=data, int8=int8)
+            for role, r in detection["report"].items():
+                v = r["validation"]
+                typer.echo(f"{role}: {r['bytes']} bytes, threshold {r['score_threshold']:.3f}, validation "
+                           f"mAP@0.5 {v['map50']:.3f}, mAP@0.5:0.95 {v['map50_95']:.3f}, P {v['precision']:.3f} "
+                           f"R {v['recall']:.3f}; signature-free pages without a box "
+                           f"{r['signature_free_pages_without_box']:.1%}")
+            return
         from export.export_embedder import export as do_export
 
         manifest = do_export(run, out, int8=int8, data_root=data)
@@ -284,9 +336,11 @@ def _dist_version(name: str) -> str:
 
 
 def _register_gallery_commands() -> None:
+    from .detect_cli import register as register_detection
     from .gallery_cli import register
 
     register(app)
+    register_detection(app)
 
 
 _register_gallery_commands()

@@ -118,6 +118,7 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Argument(..., help="The signature to identify."),
         k: int = typer.Option(5, "--k", "-k", min=1, help="How many candidate writers to list."),
         show_all: bool = typer.Option(False, "--all", help="List the best K even below the threshold."),
+        page: bool = typer.Option(False, "--page", help="IMAGE is a whole page: identify each signature on it."),
         key_file: Optional[Path] = _KEY_FILE,
         bundle: Optional[Path] = _BUNDLE,
         threads: int = _THREADS,
@@ -130,6 +131,9 @@ def register(app: typer.Typer) -> None:
 
             key = _key(key_file)
             pipe = _pipeline(bundle, threads, precision)
+            if page:
+                _identify_page(Gallery, gallery, image, pipe, key, k, show_all, as_json)
+                return
             with Gallery(gallery, pipe, key=key, create=False) as g:
                 matches = g.identify(image, k=k, include_rejected=True)
                 threshold = g.identify_threshold
@@ -259,6 +263,38 @@ def register(app: typer.Typer) -> None:
                                 [(w.writer_id, w.samples, w.first_enrolled, w.last_enrolled, w.ref) for w in writers])
 
             emit(data, as_json, human)
+
+
+def _identify_page(gallery_cls, gallery: Path, image: Path, pipe, key, k: int, show_all: bool, as_json: bool) -> None:
+    """identify --page: every signature detected on the page, each identified on its own."""
+    from .errors import NoSignatureError
+
+    found = pipe.signatures_on_page(image)
+    if not found:
+        raise NoSignatureError(f"{_name(image)}: no signature found on the page")
+    rows = []
+    with gallery_cls(gallery, pipe, key=key, create=False) as g:
+        threshold = g.identify_threshold
+        for i, sig in enumerate(found):
+            try:
+                matches = g.identify(sig.crop, k=k, include_rejected=True)
+            except NoSignatureError:
+                matches = []
+            accepted = [m for m in matches if m.accepted]
+            rows.append({"signature": i + 1, "box": [round(v, 1) for v in sig.detection.box],
+                         "detection_score": sig.detection.score,
+                         "decision": "match" if accepted else "unknown",
+                         "writer": accepted[0].writer_id if accepted else None,
+                         "matches": [_dict(m) for m in (matches if show_all else accepted)]})
+    data = {"page": _name(image), "threshold": threshold, "signatures": rows}
+
+    def human() -> None:
+        typer.echo(f"{len(rows)} signature(s) on {_name(image)}, threshold {threshold:.4f}")
+        print_table(["#", "box", "detection", "decision", "writer", "score"],
+                    [(r["signature"], " ".join(str(round(v)) for v in r["box"]), r["detection_score"], r["decision"],
+                      r["writer"] or "-", r["matches"][0]["score"] if r["matches"] else "-") for r in rows])
+
+    emit(data, as_json, human)
 
 
 def _dict(obj) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ModelError
 
-__all__ = ["TFLiteModel", "interpreter_backend", "BACKENDS"]
+__all__ = ["TFLiteModel", "TFLiteMultiOutputModel", "interpreter_backend", "BACKENDS"]
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,8 @@ class TFLiteModel:
     """
 
     def __init__(self, path: str | Path, threads: int = 1):
-        name, cls = _interpreter_class()
         self.path = Path(path)
-        try:
-            with _native_stderr_silenced():
-                self._interp = cls(model_path=str(self.path), num_threads=max(1, int(threads)))
-                self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{self.path.name}: cannot load TFLite model ({exc})") from exc
+        name, self._interp = _load(self.path, threads)
         inputs = self._interp.get_input_details()
         outputs = self._interp.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -124,17 +118,90 @@ class TFLiteModel:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run one sample; ``x`` has the model's input shape without the batch axis."""
-        x = np.asarray(x, dtype=np.float32).reshape(self.input_shape)
-        if self._in_q is not None:
-            info = np.iinfo(self._in_q.dtype)
-            x = np.clip(np.round(x / self._in_q.scale + self._in_q.zero_point), info.min, info.max)
-            x = x.astype(self._in_q.dtype)
-        self._interp.set_tensor(self._in["index"], x)
+        self._interp.set_tensor(self._in["index"], _quantize(x, self.input_shape, self._in_q))
         self._interp.invoke()
-        y = self._interp.get_tensor(self._out["index"])
-        if self._out_q is not None:
-            y = (y.astype(np.float32) - self._out_q.zero_point) * self._out_q.scale
-        return y.astype(np.float32).reshape(self.output_shape[1:])
+        y = _dequantize(self._interp.get_tensor(self._out["index"]), self._out_q)
+        return y.reshape(self.output_shape[1:])
+
+
+class TFLiteMultiOutputModel:
+    """A TFLite model with one input and several named outputs (e.g. a detector's maps).
+
+    Outputs are looked up by their names in the model's serving signature, as the bundle
+    manifest states them, never by shape or tensor order. Float32 in and out, as
+    :class:`TFLiteModel`.
+    """
+
+    def __init__(self, path: str | Path, output_names: list[str], threads: int = 1):
+        self.path = Path(path)
+        name, self._interp = _load(self.path, threads)
+        inputs = self._interp.get_input_details()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path.name}: expected one input tensor, found {len(inputs)}")
+        self._in = inputs[0]
+        by_name = self._signature_outputs()
+        missing = [n for n in output_names if n not in by_name]
+        if missing:
+            raise ModelError(f"{self.path.name}: outputs {missing} named in the manifest are not in the model "
+                             f"(has: {', '.join(sorted(by_name))})")
+        self._outs = {n: by_name[n] for n in output_names}
+        self.backend = name
+        self.input_shape = tuple(int(d) for d in self._in["shape"])
+        self.output_shapes = {n: tuple(int(d) for d in d_["shape"]) for n, d_ in self._outs.items()}
+        self._in_q = _quant(self._in)
+        self._out_q = {n: _quant(d_) for n, d_ in self._outs.items()}
+
+    def _signature_outputs(self) -> dict[str, dict]:
+        """Output tensor details keyed by signature output name."""
+        try:
+            sigs = self._interp.get_signature_list()
+        except (AttributeError, ValueError, RuntimeError):
+            sigs = {}
+        details = {d["index"]: d for d in self._interp.get_output_details()}
+        by_tensor_name = {d["name"]: d for d in details.values()}
+        out: dict[str, dict] = {}
+        for key, sig in sigs.items():
+            runner = self._interp.get_signature_runner(key)
+            for out_name, detail in runner.get_output_details().items():
+                match = by_tensor_name.get(detail["name"]) or details.get(detail.get("index"))
+                if match is not None:
+                    out.setdefault(out_name, match)
+        if not out:  # models converted without a signature: the tensor names themselves
+            out = dict(by_tensor_name)
+        return out
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one sample; returns each named output without the batch axis."""
+        self._interp.set_tensor(self._in["index"], _quantize(x, self.input_shape, self._in_q))
+        self._interp.invoke()
+        return {n: _dequantize(self._interp.get_tensor(d["index"]), self._out_q[n]).reshape(self.output_shapes[n][1:])
+                for n, d in self._outs.items()}
+
+
+def _load(path: Path, threads: int) -> tuple[str, Any]:
+    """(backend name, allocated interpreter) for a model file."""
+    name, cls = _interpreter_class()
+    try:
+        with _native_stderr_silenced():
+            interp = cls(model_path=str(path), num_threads=max(1, int(threads)))
+            interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path.name}: cannot load TFLite model ({exc})") from exc
+    return name, interp
+
+
+def _quantize(x: np.ndarray, shape: tuple[int, ...], q: _Quant | None) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32).reshape(shape)
+    if q is None:
+        return x
+    info = np.iinfo(q.dtype)
+    return np.clip(np.round(x / q.scale + q.zero_point), info.min, info.max).astype(q.dtype)
+
+
+def _dequantize(y: np.ndarray, q: _Quant | None) -> np.ndarray:
+    if q is None:
+        return y.astype(np.float32)
+    return (y.astype(np.float32) - q.zero_point) * q.scale
 
 
 def _quant(detail: dict) -> _Quant | None:

@@ -11,13 +11,14 @@ import numpy as np
 
 from .bundle import ModelBundle
 from .clean import CleanOptions, clean_signature
-from .errors import ModelError, UsageError
+from .detect import DetectOptions, Detection, Detector, crop
+from .errors import ModelError, NoSignatureError, UsageError
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
 from .normalize import NormalizedSignature, normalize_signature
 from .scoring import Fusion, cosine_similarities, fuse_scores, l2_normalize
 
-__all__ = ["Pipeline", "PipelineOptions", "VerifyResult"]
+__all__ = ["Pipeline", "PipelineOptions", "VerifyResult", "PageSignature"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class PipelineOptions:
     threshold: float | None = None
     #: Name of a calibrated threshold in the manifest (e.g. ``far_skilled_1pct``).
     operating_point: str | None = None
+    #: How signatures are found on whole pages (:meth:`Pipeline.detect`).
+    detect_options: DetectOptions = field(default_factory=DetectOptions)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,18 @@ class VerifyResult:
     closest_reference: int  # index of the most similar reference
     operating_point: str  # which calibrated threshold was used ("custom" if given)
     model_sha256: str
+    #: ``accept``, ``refer`` (a person should look) or ``reject``, from the bundle's
+    #: calibrated band; without a band, ``accept``/``reject`` as ``genuine``.
+    band: str = ""
+
+
+@dataclass(frozen=True)
+class PageSignature:
+    """A signature found on a page, with its crop and (when asked) its verification."""
+
+    detection: Detection
+    crop: np.ndarray = field(repr=False)
+    result: VerifyResult | None = None
 
 
 class Pipeline:
@@ -80,6 +95,7 @@ class Pipeline:
         ver = self.bundle.verification
         self.fusion: Fusion = self.options.fusion or ver.get("fusion", "mean")
         self.threshold, self.operating_point = self._pick_threshold(ver)
+        self._detector: Detector | None = None
         log.debug("pipeline: %s (%s), threshold %.4f (%s)", self.embedder_spec.file.name,
                   self._embedder.backend, self.threshold, self.operating_point)
 
@@ -146,4 +162,61 @@ class Pipeline:
             closest_reference=int(np.argmax(sims)),
             operating_point=self.operating_point,
             model_sha256=self.model_sha256,
+            band=self.band(score),
         )
+
+    def band(self, score: float) -> str:
+        """``accept`` / ``refer`` / ``reject`` for a score, by the bundle's calibrated band."""
+        band = self.bundle.verification.get("band")
+        if not band:
+            return "accept" if score >= self.threshold else "reject"
+        if score >= float(band["accept"]):
+            return "accept"
+        return "reject" if score < float(band["reject"]) else "refer"
+
+    # ------------------------------------------------------------------ whole pages
+    @property
+    def detector(self) -> Detector:
+        """The bundle's signature detector (loaded on first use)."""
+        if self._detector is None:
+            role = "detector" if self.options.precision == "int8" else "detector_float"
+            self._detector = Detector(self.bundle.model(role), threads=self.options.threads,
+                                      options=self.options.detect_options)
+        return self._detector
+
+    def detect(self, page: ImageInput, score_threshold: float | None = None) -> list[Detection]:
+        """Signatures on a whole page: boxes ``(x0, y0, x1, y1)`` in its pixels, best score first."""
+        return self.detector.detect(load_image(page), score_threshold)
+
+    def signatures_on_page(self, page: ImageInput, score_threshold: float | None = None) -> list[PageSignature]:
+        """Every signature found on a page, cropped (with a little context) from the page."""
+        img = load_image(page)
+        pad = self.options.detect_options.crop_padding
+        return [PageSignature(d, crop(img, d, pad)) for d in self.detector.detect(img, score_threshold)]
+
+    def verify_page(self, page: ImageInput, references: Sequence[ImageInput]) -> list[PageSignature]:
+        """Detect every signature on ``page`` and verify each against the references.
+
+        Raises :class:`NoSignatureError` when the page has no signature above the
+        detector's threshold, so that "no signature" is never read as "rejected".
+        """
+        if isinstance(references, (str, bytes, Path, np.ndarray)):
+            references = [references]
+        if len(references) == 0:
+            raise UsageError("verify needs at least one reference signature")
+        found = self.signatures_on_page(page)
+        if not found:
+            raise NoSignatureError(f"{_name(page)}: no signature found on the page")
+        refs = self.embed_many(references)
+        out = []
+        for sig in found:
+            try:
+                result = self.verify_embeddings(self.embed(sig.crop), refs)
+            except NoSignatureError:  # a box with too little ink after cleaning
+                result = None
+            out.append(PageSignature(sig.detection, sig.crop, result))
+        return out
+
+
+def _name(source: ImageInput) -> str:
+    return str(source) if isinstance(source, (str, Path)) else "page"

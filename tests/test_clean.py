@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 
-from sigedge.clean import clean_signature
+from sigedge.clean import CleanOptions, clean_signature
 from sigedge.synth import synthetic_signature
 
 
@@ -24,6 +24,6 @@ def test_specks_removed():
     rng = np.random.default_rng(0)
     for y, x in zip(rng.integers(0, 160, 30), rng.integers(0, 400, 30)):
         noisy[y, x] = 0
-    cleaned = clean_signature(noisy)
+    cleaned = clean_signature(noisy, CleanOptions(remove_specks=True))
     specks = (noisy < 128) & ~(cv2.dilate((sig < 200).astype(np.uint8), np.ones((5, 5))) > 0)
     assert (cleaned[specks] > 200).mean() > 0.9

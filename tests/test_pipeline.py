@@ -64,3 +64,15 @@ def test_errors(pipeline):
 def test_backend_is_the_preferred_one():
     assert interpreter_backend() in BACKENDS
     assert interpreter_backend() != "tensorflow.lite"  # the runtime must not need TensorFlow
+
+
+def test_decision_band_accepts_refers_and_rejects(pipeline):
+    band = pipeline.bundle.verification["band"]
+    accept, reject = float(band["accept"]), float(band["reject"])
+    assert reject <= accept
+    assert pipeline.band(accept) == "accept" and pipeline.band(accept + 0.05) == "accept"
+    assert pipeline.band(reject - 1e-6) == "reject"
+    if reject < accept:
+        assert pipeline.band((accept + reject) / 2) == "refer"
+    result = pipeline.verify(synthetic_signature(0, 0), [synthetic_signature(0, 0)])
+    assert result.band == pipeline.band(result.score)

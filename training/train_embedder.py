@@ -16,13 +16,9 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import queue  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -31,7 +27,8 @@ from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
 from sigedge.normalize import NormalizeOptions  # noqa: E402
 from sigedge.scoring import l2_normalize  # noqa: E402
 from training import data as D  # noqa: E402
-from training.augment import augment, refit  # noqa: E402
+from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
+from training.augment import augment  # noqa: E402
 from training.model import CosFaceHead, build_embedder, quantize_aware  # noqa: E402
 
 log = logging.getLogger("train_embedder")
@@ -42,53 +39,59 @@ DATASET_WEIGHTS = {"sigcomp2011_dutch": 0.35, "ssbi": 0.2, "cross_media_chinese"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=D.DEFAULT_DATA_ROOT)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "sigedge-train")
-    p.add_argument("--epochs", type=int, default=30, help="float epochs")
-    p.add_argument("--qat-epochs", type=int, default=4)
-    p.add_argument("--steps", type=int, default=100, help="steps per epoch")
-    p.add_argument("--batch", type=int, default=48)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--alpha", type=float, default=0.35)
+    p = base_parser(__doc__, epochs=30, qat_epochs=4, batch=48)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=256)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--resume", action="store_true")
     p.add_argument("--limit", type=int, default=0, help="use only N samples (smoke tests)")
+    p.add_argument("--pair-writers", type=int, default=0,
+                   help="per batch, this many writers with skilled forgeries contribute a genuine/forgery "
+                        "block (4 genuines + 2 forgeries each) to a triplet ranking loss (0: off)")
+    p.add_argument("--pair-weight", type=float, default=1.0, help="weight of the ranking loss")
+    p.add_argument("--pair-margin", type=float, default=0.3, help="cosine margin of the ranking loss")
     return p.parse_args(argv)
 
 
-class BatchMaker:
-    """Augmented batches made in a background thread (OpenCV releases the GIL)."""
+PAIR_GENUINES, PAIR_FORGERIES = 4, 2
 
-    def __init__(self, canvases, labels, weights, batch, hw, seed, prefetch=6):
+
+class BatchMaker(BackgroundBatches):
+    """Augmented batches made in a background thread (OpenCV releases the GIL).
+
+    A batch is ``batch`` samples drawn by ``weights``; with ``pair_groups`` (writer ->
+    (genuine indices, forgery indices)) its first part is instead ``pair_writers`` blocks
+    of one writer's genuines and skilled forgeries, for the ranking loss. Each sample
+    comes with its block number (-1 outside blocks) and a forgery flag.
+    """
+
+    def __init__(self, canvases, labels, weights, batch, hw, seed, prefetch=6, pair_groups=None, pair_writers=0):
         self.canvases, self.labels, self.batch, self.hw = canvases, labels, batch, hw
         self.p = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
-        self.q: queue.Queue = queue.Queue(prefetch)
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.pair_groups = list(pair_groups.values()) if pair_groups else []
+        self.pair_writers = pair_writers if self.pair_groups else 0
+        super().__init__(self._batch, prefetch)
 
-    def _run(self):
-        while not self.stop:
-            idx = self.rng.choice(len(self.labels), size=self.batch, p=self.p)
-            x = np.stack([augment(self.canvases[i], self.rng, self.hw) for i in idx]).astype(np.float32) / 255.0
-            self.q.put((x[..., None], self.labels[idx].astype(np.int32)))
+    def _indices(self):
+        idx, group, forged = [], [], []
+        if self.pair_writers:
+            for b, w in enumerate(self.rng.choice(len(self.pair_groups), self.pair_writers, replace=False)):
+                gen, forg = self.pair_groups[w]
+                g = self.rng.choice(gen, PAIR_GENUINES, replace=len(gen) < PAIR_GENUINES)
+                f = self.rng.choice(forg, PAIR_FORGERIES, replace=len(forg) < PAIR_FORGERIES)
+                idx += [*g, *f]
+                group += [b] * (PAIR_GENUINES + PAIR_FORGERIES)
+                forged += [0] * PAIR_GENUINES + [1] * PAIR_FORGERIES
+        rest = self.batch - len(idx)
+        idx += list(self.rng.choice(len(self.labels), size=rest, p=self.p))
+        group += [-1] * rest
+        forged += [0] * rest
+        return np.array(idx), np.array(group, np.int32), np.array(forged, np.int32)
 
-    def next(self):
-        return self.q.get()
-
-    def close(self):
-        self.stop = True
-        try:
-            while True:
-                self.q.get_nowait()
-        except queue.Empty:
-            pass
+    def _batch(self):
+        idx, group, forged = self._indices()
+        x = np.stack([augment(self.canvases[i], self.rng, self.hw) for i in idx]).astype(np.float32) / 255.0
+        return x[..., None], self.labels[idx].astype(np.int32), group, forged
 
 
 def embed(model, canvases: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -147,23 +150,17 @@ def main(argv=None):
         state = json.loads(state_path.read_text())
         log.info("resuming from epoch %d (%s)", state["epoch"], state["phase"])
 
-    total_float = args.epochs * args.steps
-
-    def float_lr(global_step: int) -> float:
-        # Short linear warm-up, then cosine decay to 5 % of the peak.
-        warm = max(1, args.steps)
-        if global_step < warm:
-            return args.lr * (global_step + 1) / warm
-        t = min(1.0, (global_step - warm) / max(1, total_float - warm))
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * t)))
+    float_lr = warmup_cosine(args.lr, args.steps, args.epochs * args.steps, floor=0.05)
 
     def make_step(m, opt):
         @tf.function
-        def step(x, y):
+        def step(x, y, group, forged):
             with tf.GradientTape() as tape:
                 emb = m(x, training=True)
                 logits = head.logits(emb, y)
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+                if args.pair_writers:
+                    loss += args.pair_weight * skilled_ranking_loss(emb, group, forged, args.pair_margin)
                 loss += tf.add_n(m.losses) if m.losses else 0.0
             vars_ = m.trainable_variables + [head.w]
             grads = tape.gradient(loss, vars_)
@@ -172,7 +169,9 @@ def main(argv=None):
             return loss, acc
         return step
 
-    maker = BatchMaker(train_canv, labels, weights, args.batch, hw, args.seed + state["epoch"])
+    pair_groups = skilled_groups(train) if args.pair_writers else None
+    maker = BatchMaker(train_canv, labels, weights, args.batch, hw, args.seed + state["epoch"],
+                       pair_groups=pair_groups, pair_writers=args.pair_writers)
     try:
         if state["phase"] == "float":
             if state["epoch"] > 0:
@@ -216,6 +215,35 @@ def main(argv=None):
         maker.close()
 
 
+def skilled_groups(train) -> dict:
+    """Training writers that have skilled forgeries: writer -> (genuine indices, forgery indices)."""
+    groups: dict[str, tuple[list[int], list[int]]] = {}
+    for i, smp in enumerate(train):
+        groups.setdefault(smp.writer, ([], []))[smp.kind == "forgery"].append(i)
+    return {w: (np.array(g), np.array(f)) for w, (g, f) in groups.items() if len(g) >= 2 and len(f) >= 1}
+
+
+def skilled_ranking_loss(emb, group, forged, margin: float, scale: float = 10.0):
+    """Soft triplet loss inside each writer block: anchor genuine, positive genuine, negative forgery.
+
+    The margin softmax separates identities but is only indirectly told that a skilled
+    forgery must score below the writer's own genuines against *their* references; this
+    asks it directly, for every (anchor, positive, forgery) triple of a block.
+    """
+    e = tf.math.l2_normalize(emb, axis=1)
+    sim = tf.matmul(e, e, transpose_b=True)
+    same = tf.logical_and(tf.equal(group[:, None], group[None, :]), group[:, None] >= 0)
+    gen = tf.equal(forged, 0)
+    eye = tf.eye(tf.shape(e)[0], dtype=tf.bool)
+    pos = tf.logical_and(tf.logical_and(same, tf.logical_not(eye)), tf.logical_and(gen[:, None], gen[None, :]))
+    neg = tf.logical_and(tf.logical_and(same, gen[:, None]), tf.logical_not(gen)[None, :])
+    valid = tf.logical_and(pos[:, :, None], neg[:, None, :])  # (anchor, positive, negative)
+    gap = sim[:, None, :] - sim[:, :, None] + margin
+    losses = tf.nn.softplus(scale * gap) / scale
+    n = tf.reduce_sum(tf.cast(valid, tf.float32))
+    return tf.reduce_sum(tf.where(valid, losses, 0.0)) / tf.maximum(n, 1.0)
+
+
 def flat(metrics: dict) -> dict:
     return {f"{ds}_{k}": v for ds, m in metrics.items() for k, v in m.items()}
 
@@ -225,8 +253,8 @@ def run_epoch(step, maker, steps, epoch, phase, opt, lr_fn):
     losses, accs = [], []
     for k in range(steps):
         opt.learning_rate.assign(lr_fn(epoch * steps + k))
-        x, y = maker.next()
-        loss, acc = step(tf.constant(x), tf.constant(y))
+        x, y, group, forged = maker.next()
+        loss, acc = step(tf.constant(x), tf.constant(y), tf.constant(group), tf.constant(forged))
         losses.append(float(loss))
         accs.append(float(acc))
     n = steps * maker.batch

@@ -1,0 +1,200 @@
+"""Signature detection on a page: letterbox, run the detector, decode peaks, NMS.
+
+The detector (trained in ``training/train_detector.py``) is anchor-free: for each cell of
+a stride-``s`` grid it predicts a logit that a signature's centre lies there and the box
+around that centre as ``log(w/s), log(h/s), dx, dy``. Decoding keeps the local maxima of
+the heatmap above the score threshold (a 3x3 max filter, as in CenterNet), turns them into
+boxes, removes overlaps with non-maximum suppression and maps the boxes back to the
+input image's pixels. Thresholds and the stride come from the bundle manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .bundle import ModelSpec
+from .detection_metrics import iou_matrix
+from .errors import ModelError
+from .interpreter import TFLiteMultiOutputModel
+from .normalize import to_gray
+
+__all__ = ["Detection", "DetectOptions", "Detector", "Letterbox", "letterbox", "decode_heatmap", "nms", "crop"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One signature found on a page."""
+
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the input image's pixels
+    score: float  # probability-like confidence in [0, 1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How detections are decoded. ``None`` takes the bundle manifest's value."""
+
+    score_threshold: float | None = None
+    nms_iou: float | None = None
+    max_detections: int = 50
+    #: Context added around each box when cropping, as a fraction of the box size.
+    crop_padding: float = 0.08
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a page was fitted into the square model input (to map boxes back)."""
+
+    scale: float
+    pad_x: int
+    pad_y: int
+    width: int  # the original image's size
+    height: int
+
+
+def letterbox(gray: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Fit a grayscale page (uint8, paper light) into a ``size`` square, aspect kept.
+
+    Returns the model input (float32, paper 0 and ink 1, padding counted as paper) and the
+    transform. Pages are shrunk with area averaging so thin strokes survive.
+    """
+    h, w = gray.shape[:2]
+    scale = min(size / w, size / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(gray, (nw, nh), interpolation=interp)
+    canvas = np.zeros((size, size), np.float32)
+    px, py = (size - nw) // 2, (size - nh) // 2
+    canvas[py:py + nh, px:px + nw] = 1.0 - resized.astype(np.float32) / 255.0
+    return canvas, Letterbox(scale, px, py, w, h)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
+def decode_heatmap(heat_logits: np.ndarray, box: np.ndarray, stride: int, score_threshold: float,
+                   max_candidates: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) in model-input pixels and scores (N,) from the detector's two maps.
+
+    ``heat_logits`` (h, w) or (h, w, 1); ``box`` (h, w, 4) = log(w/stride), log(h/stride),
+    dx, dy. A cell is a candidate if it is the maximum of its 3x3 neighbourhood and its
+    sigmoid score reaches the threshold.
+    """
+    heat = _sigmoid(np.asarray(heat_logits, np.float32).reshape(box.shape[:2]))
+    peaks = heat == cv2.dilate(heat, np.ones((3, 3), np.uint8))
+    ys, xs = np.nonzero(peaks & (heat >= score_threshold))
+    scores = heat[ys, xs]
+    order = np.argsort(-scores, kind="stable")[:max_candidates]
+    ys, xs, scores = ys[order], xs[order], scores[order]
+    b = box[ys, xs].astype(np.float32)
+    bw = np.exp(np.clip(b[:, 0], -4, 8)) * stride
+    bh = np.exp(np.clip(b[:, 1], -4, 8)) * stride
+    cx = (xs + b[:, 2]) * stride
+    cy = (ys + b[:, 3]) * stride
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).reshape(-1, 4)
+    return boxes, scores.astype(np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if len(order) == 0:
+        return order
+    iou = iou_matrix(boxes[order], boxes[order])
+    keep: list[int] = []
+    suppressed = np.zeros(len(order), bool)
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= iou[i] > iou_threshold
+    return order[np.array(keep, dtype=int)]
+
+
+def crop(image: np.ndarray, detection: Detection, padding: float = 0.08) -> np.ndarray:
+    """The image region of a detection, with some context, clipped to the image."""
+    x0, y0, x1, y1 = detection.box
+    pw, ph = (x1 - x0) * padding, (y1 - y0) * padding
+    h, w = image.shape[:2]
+    xa, ya = max(0, int(np.floor(x0 - pw))), max(0, int(np.floor(y0 - ph)))
+    xb, yb = min(w, int(np.ceil(x1 + pw))), min(h, int(np.ceil(y1 + ph)))
+    return image[ya:yb, xa:xb].copy()
+
+
+class Detector:
+    """The bundle's signature detector, run on whole pages."""
+
+    def __init__(self, spec: ModelSpec, threads: int = 1, options: DetectOptions | None = None):
+        self.spec = spec
+        self.options = options or DetectOptions()
+        raw = spec.raw
+        try:
+            outs = raw["outputs"]
+            self.heatmap_name, self.box_name = outs["heatmap"], outs["box"]
+            dec = raw["decoding"]
+            self.stride = int(dec["stride"])
+            self.score_threshold = float(self.options.score_threshold if self.options.score_threshold is not None
+                                         else dec["score_threshold"])
+            self.nms_iou = float(self.options.nms_iou if self.options.nms_iou is not None else dec["nms_iou"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"manifest entry {spec.role!r} lacks the detector contract ({exc})") from exc
+        self._model = TFLiteMultiOutputModel(spec.file, [self.heatmap_name, self.box_name], threads=threads)
+        expected = (1, spec.input_height, spec.input_width, spec.input_channels)
+        if self._model.input_shape != expected:
+            raise ModelError(f"{spec.file.name}: input shape {self._model.input_shape} does not match "
+                             f"the manifest's {expected}")
+        if spec.input_height != spec.input_width:
+            raise ModelError(f"{spec.file.name}: the detector input must be square")
+        self.size = spec.input_height
+
+    @property
+    def backend(self) -> str:
+        return self._model.backend
+
+    def raw_outputs(self, page: np.ndarray) -> tuple[dict[str, np.ndarray], Letterbox]:
+        """The model's maps for a decoded page image (gray or BGR uint8)."""
+        canvas, lb = letterbox(to_gray(page), self.size)
+        return self._model(canvas[..., None]), lb
+
+    def detect(self, page: np.ndarray, score_threshold: float | None = None) -> list[Detection]:
+        """Signatures on a decoded page, best first, boxes in the page's pixels."""
+        out, lb = self.raw_outputs(page)
+        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        boxes, scores = decode_heatmap(out[self.heatmap_name], out[self.box_name], self.stride, thr,
+                                       max_candidates=4 * self.options.max_detections)
+        keep = nms(boxes, scores, self.nms_iou)[: self.options.max_detections]
+        return [Detection(_to_page(boxes[i], lb), float(scores[i])) for i in keep]
+
+
+def _to_page(box: np.ndarray, lb: Letterbox) -> tuple[float, float, float, float]:
+    x0 = (box[0] - lb.pad_x) / lb.scale
+    y0 = (box[1] - lb.pad_y) / lb.scale
+    x1 = (box[2] - lb.pad_x) / lb.scale
+    y1 = (box[3] - lb.pad_y) / lb.scale
+    clip = lambda v, hi: float(min(max(v, 0.0), hi))  # noqa: E731
+    return (clip(x0, lb.width), clip(y0, lb.height), clip(x1, lb.width), clip(y1, lb.height))
+
+
+def annotate(page: np.ndarray, detections: list[Detection], path: Path | None = None) -> np.ndarray:
+    """A BGR copy of the page with the detections drawn (and written to ``path``)."""
+    img = page.copy() if page.ndim == 3 else cv2.cvtColor(page, cv2.COLOR_GRAY2BGR)
+    thick = max(1, round(max(img.shape[:2]) / 500))
+    for d in detections:
+        x0, y0, x1, y1 = (int(round(v)) for v in d.box)
+        cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 255), thick)
+        cv2.putText(img, f"{d.score:.2f}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thick, (0, 0, 255), thick)
+    if path is not None:
+        if not cv2.imwrite(str(path), img):
+            raise OSError(f"cannot write {path}")
+    return img

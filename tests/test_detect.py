@@ -1,0 +1,88 @@
+"""Detection decoding on known tensors: peaks, boxes, NMS, letterbox and the page mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sigedge.detect import Detection, Letterbox, _to_page, crop, decode_heatmap, letterbox, nms
+
+STRIDE = 8
+
+
+def maps(peaks: list[tuple[int, int, float]], size: int = 40, box=(np.log(10.0), np.log(3.0), 0.5, 0.25)):
+    """Heatmap logits with the given (y, x, probability) peaks, all with the same box."""
+    heat = np.full((size, size, 1), -8.0, np.float32)
+    boxes = np.zeros((size, size, 4), np.float32)
+    for y, x, p in peaks:
+        heat[y, x, 0] = np.log(p / (1 - p))
+        boxes[y, x] = box
+    return heat, boxes
+
+
+def test_decode_places_the_box_from_log_size_and_offset():
+    heat, box = maps([(5, 10, 0.9)])
+    boxes, scores = decode_heatmap(heat, box, STRIDE, 0.5)
+    # centre ((10 + 0.5) * 8, (5 + 0.25) * 8) = (84, 42); size (10 * 8, 3 * 8) = (80, 24)
+    np.testing.assert_allclose(boxes, [[44.0, 30.0, 124.0, 54.0]], atol=1e-3)
+    np.testing.assert_allclose(scores, [0.9], atol=1e-5)
+
+
+def test_decode_keeps_only_local_maxima_above_the_threshold():
+    heat, box = maps([(5, 10, 0.9), (5, 11, 0.8), (20, 20, 0.6), (30, 30, 0.2)])
+    boxes, scores = decode_heatmap(heat, box, STRIDE, 0.5)
+    # (5, 11) is next to a stronger cell; (30, 30) is under the threshold
+    np.testing.assert_allclose(scores, [0.9, 0.6], atol=1e-5)
+    assert boxes.shape == (2, 4)
+
+
+def test_decode_with_nothing_above_threshold_is_empty():
+    heat, box = maps([])
+    boxes, scores = decode_heatmap(heat, box, STRIDE, 0.3)
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+
+
+def test_decode_caps_the_number_of_candidates_best_first():
+    heat, box = maps([(4 * i, 4, 0.5 + 0.04 * i) for i in range(10)])
+    _, scores = decode_heatmap(heat, box, STRIDE, 0.1, max_candidates=3)
+    np.testing.assert_allclose(scores, [0.86, 0.82, 0.78], atol=1e-5)
+
+
+def test_nms_suppresses_overlaps_and_keeps_disjoint_boxes():
+    boxes = np.array([[0, 0, 100, 40], [5, 2, 105, 42], [200, 200, 260, 230], [0, 0, 100, 40]], np.float64)
+    scores = np.array([0.7, 0.9, 0.5, 0.2])
+    keep = nms(boxes, scores, 0.5)
+    assert keep.tolist() == [1, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_nms_threshold_decides_what_counts_as_overlap():
+    boxes = np.array([[0, 0, 100, 100], [50, 0, 150, 100]], np.float64)  # IoU 1/3
+    assert nms(boxes, np.array([0.9, 0.8]), 0.5).tolist() == [0, 1]
+    assert nms(boxes, np.array([0.9, 0.8]), 0.3).tolist() == [0]
+
+
+def test_letterbox_keeps_aspect_centres_and_inverts_ink():
+    page = np.full((500, 1000), 255, np.uint8)
+    page[100:150, 200:400] = 0
+    canvas, lb = letterbox(page, 640)
+    assert canvas.shape == (640, 640) and canvas.dtype == np.float32
+    assert lb.scale == pytest.approx(0.64) and lb.pad_x == 0 and lb.pad_y == 160
+    assert canvas[0, 0] == 0.0  # padding is paper
+    assert canvas[160 + 80, 200] == pytest.approx(1.0, abs=0.01)  # ink at (y=125, x=312) of the page
+    assert canvas[160 + 10, 10] == pytest.approx(0.0, abs=0.01)
+
+
+def test_boxes_map_back_to_page_pixels_and_clip():
+    lb = Letterbox(scale=0.64, pad_x=0, pad_y=160, width=1000, height=500)
+    x0, y0, x1, y1 = _to_page(np.array([128.0, 224.0, 256.0, 256.0]), lb)
+    assert (x0, y0, x1, y1) == pytest.approx((200.0, 100.0, 400.0, 150.0))
+    assert _to_page(np.array([-20.0, 100.0, 700.0, 700.0]), lb) == pytest.approx((0.0, 0.0, 1000.0, 500.0))
+
+
+def test_crop_adds_context_and_stays_inside_the_image():
+    img = np.arange(100 * 200, dtype=np.uint32).reshape(100, 200).astype(np.uint8)
+    c = crop(img, Detection((10.0, 10.0, 110.0, 60.0), 0.9), padding=0.1)
+    assert c.shape == (60, 120)  # 50 + 2 * 5 rows, 100 + 2 * 10 columns
+    edge = crop(img, Detection((0.0, 0.0, 200.0, 100.0), 0.9), padding=0.5)
+    assert edge.shape == (100, 200)
