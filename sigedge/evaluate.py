@@ -49,8 +49,12 @@ class EvaluationReport:
 
 
 def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str], references: int = 5,
-                    seed: int = 0, fusion: Fusion = "mean", max_random_per_writer: int | None = None) -> ProtocolScores:
+                    seed: int = 0, fusion: Fusion = "mean", max_random_per_writer: int | None = None,
+                    query_embeddings: np.ndarray | None = None) -> ProtocolScores:
+    """Scores of the protocol. ``query_embeddings`` (same rows, e.g. of perturbed images)
+    are scored against references drawn from ``embeddings``; by default the same."""
     emb = np.asarray(embeddings, dtype=np.float32)
+    queries = emb if query_embeddings is None else np.asarray(query_embeddings, dtype=np.float32)
     writers_arr = np.asarray(writers)
     kinds_arr = np.asarray(kinds)
     rng = np.random.default_rng(seed)
@@ -66,7 +70,7 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
         randoms = np.concatenate([genuine_idx[o] for o in eligible if o != w] or [np.array([], int)])
         if max_random_per_writer is not None and len(randoms) > max_random_per_writer:
             randoms = rng.choice(randoms, size=max_random_per_writer, replace=False)
-        sims = emb @ ref_emb.T  # (N, R): all at once, the set is small
+        sims = queries @ ref_emb.T  # (N, R): all at once, the set is small
         g_scores += [fuse_scores(sims[q], fusion) for q in positives]
         s_scores += [fuse_scores(sims[q], fusion) for q in skilled]
         r_scores += [fuse_scores(sims[q], fusion) for q in randoms]

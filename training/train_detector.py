@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -45,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--synthetic-share", type=float, default=0.5, help="share of crops from synthetic pages")
     p.add_argument("--signatures", type=int, default=1500, help="real signatures in the pasting pool")
     p.add_argument("--limit", type=int, default=0, help="use only N real pages (smoke tests)")
+    p.add_argument("--init", type=Path, default=None, help="start the float phase from these weights (float.h5 "
+                   "of an earlier run), e.g. to fine-tune with another data mix")
     return p.parse_args(argv)
 
 
@@ -166,6 +169,8 @@ def main(argv=None):
         if state["phase"] == "float":
             if state["epoch"] > 0:
                 model.load_weights(args.out / "float.h5")
+            elif args.init is not None:
+                model.load_weights(args.init)
             opt = tf.keras.optimizers.Adam(args.lr)
             step = make_step(model, opt)
             for epoch in range(state["epoch"], args.epochs):

@@ -1,0 +1,87 @@
+"""A few-step detector training run on generated pages, QAT, int8 export into a bundle, runtime use."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from sigedge.bundle import default_bundle_dir
+from tests.helpers import make_fake_data_root, write_png
+
+pytestmark = [pytest.mark.train, pytest.mark.slow]
+
+
+def make_fake_documents(root, pool, pages: int = 10):
+    """A YOLO folder like documents_tobacco800, of generated pages."""
+    from training.docsynth import PageSynth
+
+    synth = PageSynth(pool, seed=5)
+    folder = root / "documents_tobacco800"
+    for i in range(pages):
+        page, boxes = synth.page(640, p_empty=0.2)
+        name = f"doc{i:02d}-page1_jpg.rf.{i:04x}"
+        write_png(folder / "images" / f"{name}.png", page)
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        lines = [f"0 {(b[0] + b[2]) / 1280:.5f} {(b[1] + b[3]) / 1280:.5f} {(b[2] - b[0]) / 640:.5f} "
+                 f"{(b[3] - b[1]) / 640:.5f}" for b in boxes]
+        (folder / "labels" / f"{name}.txt").write_text("\n".join(lines))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def detector_run(tmp_path_factory):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from sigedge.imageio import load_image
+    from training.docsynth import SignaturePool
+    from training.train_detector import main as train_main
+
+    tmp = tmp_path_factory.mktemp("det")
+    data = make_fake_data_root(tmp / "data", writers=3, genuine=3, forgeries=1)
+    sig_paths = sorted((data / "sigcomp2011_dutch" / "images").rglob("*.png"))
+    pool = SignaturePool.from_paths(sig_paths)
+    assert all(ink.dtype == np.uint8 and ink.max() > 0 for ink in pool.inks)
+    assert load_image(sig_paths[0]) is not None
+    make_fake_documents(data, pool)
+    run = tmp / "run"
+    train_main(["--data", str(data), "--out", str(run), "--cache", str(tmp / "cache"), "--epochs", "1",
+                "--qat-epochs", "1", "--steps", "2", "--batch", "4", "--crop", "160", "--synthetic-pages", "4",
+                "--signatures", "10"])
+    return data, run, tmp
+
+
+def test_detector_training_writes_checkpoints_and_validation(detector_run):
+    _, run, _ = detector_run
+    state = json.loads((run / "state.json").read_text())
+    assert state["phase"] == "done"
+    assert [h["phase"] for h in state["history"]] == ["float", "qat"]
+    assert {"map50", "map50_95", "precision", "recall"} <= set(state["history"][0])
+    assert (run / "qat.h5").stat().st_size > 0
+
+
+def test_detector_export_adds_to_a_bundle_and_runs_in_the_runtime(detector_run):
+    from export.export_detector import export
+    from sigedge import Pipeline
+    from sigedge.bundle import ModelBundle
+
+    data, run, tmp = detector_run
+    bundle = tmp / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    for old in bundle.glob("detector*.tflite"):
+        old.unlink()
+    before = json.loads((bundle / "manifest.json").read_text())
+    report = export(run, bundle, data_root=data, cache=tmp / "cache", negative_pages=2)
+    b = ModelBundle.load(bundle)  # every sha256 checked
+    assert b.model("detector").precision == "int8"
+    assert b.models["embedder"].sha256 == before["models"]["embedder"]["sha256"]  # embedder untouched
+    assert b.model("detector").raw["decoding"]["stride"] == 8
+    assert {"map50", "map50_95"} <= set(report["report"]["detector"]["validation"])
+    page = cv2.imread(str(next((data / "documents_tobacco800" / "images").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
+    found = Pipeline(bundle).detect(page, score_threshold=0.0)
+    assert all(0 <= d.box[0] <= d.box[2] <= page.shape[1] and 0 <= d.box[1] <= d.box[3] <= page.shape[0]
+               for d in found)
+    assert all(0.0 <= d.score <= 1.0 for d in found)
