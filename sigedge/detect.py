@@ -121,14 +121,35 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return order[np.array(keep, dtype=int)]
 
 
-def crop(image: np.ndarray, detection: Detection, padding: float = 0.08) -> np.ndarray:
-    """The image region of a detection, with some context, clipped to the image."""
+def crop(image: np.ndarray, detection: Detection, padding: float = 0.08, isolate: bool = False) -> np.ndarray:
+    """The image region of a detection, with some context, clipped to the image.
+
+    The padding keeps strokes that overshoot a slightly tight box. With ``isolate``, ink
+    that lies wholly in that margin (a printed label under the signature line, a
+    neighbouring word) is painted out: only ink components that reach into the box stay.
+    """
     x0, y0, x1, y1 = detection.box
     pw, ph = (x1 - x0) * padding, (y1 - y0) * padding
     h, w = image.shape[:2]
     xa, ya = max(0, int(np.floor(x0 - pw))), max(0, int(np.floor(y0 - ph)))
     xb, yb = min(w, int(np.ceil(x1 + pw))), min(h, int(np.ceil(y1 + ph)))
-    return image[ya:yb, xa:xb].copy()
+    out = image[ya:yb, xa:xb].copy()
+    if isolate and out.size:
+        inner = (int(round(x0)) - xa, int(round(y0)) - ya, int(round(x1)) - xa, int(round(y1)) - ya)
+        out[~_ink_reaching(out, inner)] = 255
+    return out
+
+
+def _ink_reaching(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Mask of everything except ink components lying wholly outside ``box`` (region coords)."""
+    from .normalize import binarize, flatten_background
+
+    ink = binarize(flatten_background(to_gray(region))).astype(np.uint8)
+    n, labels = cv2.connectedComponents(ink, connectivity=8)
+    x0, y0, x1, y1 = max(0, box[0]), max(0, box[1]), max(0, box[2]), max(0, box[3])
+    inside = np.unique(labels[y0:y1, x0:x1])
+    outside_ink = (labels > 0) & ~np.isin(labels, inside)
+    return ~outside_ink
 
 
 class Detector:

@@ -105,14 +105,18 @@ def binarize(flat: np.ndarray, method: str = "otsu", min_contrast: float = 25.0)
         mask = mask > 0
     elif method == "otsu":
         t, _ = cv2.threshold(flat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        mask = flat < t
+        # ``<=``, as OpenCV's own split: on a two-level image (a born-digital or tablet
+        # signature) Otsu returns the ink level itself, and ``<`` would find no ink at all.
+        mask = flat <= t
     else:
         raise ValueError(f"unknown threshold method {method!r}")
     # Otsu always splits something; on a blank page the 'ink' is paper noise. Require the
     # ink to be clearly darker than the paper around it.
+    if mask.all():  # a uniform image: nothing is darker than anything else
+        return np.zeros_like(mask)
     if mask.any():
         ink_level = float(np.median(flat[mask]))
-        paper_level = float(np.median(flat[~mask])) if (~mask).any() else 255.0
+        paper_level = float(np.median(flat[~mask]))
         if paper_level - ink_level < min_contrast:
             return np.zeros_like(mask)
     return mask

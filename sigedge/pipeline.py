@@ -192,7 +192,7 @@ class Pipeline:
         """Every signature found on a page, cropped (with a little context) from the page."""
         img = load_image(page)
         pad = self.options.detect_options.crop_padding
-        return [PageSignature(d, crop(img, d, pad)) for d in self.detector.detect(img, score_threshold)]
+        return [PageSignature(d, crop(img, d, pad, isolate=True)) for d in self.detector.detect(img, score_threshold)]
 
     def verify_page(self, page: ImageInput, references: Sequence[ImageInput]) -> list[PageSignature]:
         """Detect every signature on ``page`` and verify each against the references.

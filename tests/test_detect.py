@@ -86,3 +86,19 @@ def test_crop_adds_context_and_stays_inside_the_image():
     assert c.shape == (60, 120)  # 50 + 2 * 5 rows, 100 + 2 * 10 columns
     edge = crop(img, Detection((0.0, 0.0, 200.0, 100.0), 0.9), padding=0.5)
     assert edge.shape == (100, 200)
+
+
+def test_crop_isolate_paints_out_ink_wholly_in_the_margin():
+    img = np.full((200, 400), 235, np.uint8)  # scanned paper, dark gray ink
+    img[95:105, 110:290] = 30  # the "signature": inside the box
+    img[95:100, 290:316] = 30  # a stroke overshooting the box: connected, must stay
+    img[150:156, 120:280] = 30  # a printed label in the margin below the box
+    det = Detection((100.0, 60.0, 300.0, 140.0), 0.9)
+    plain = crop(img, det, padding=0.25)
+    iso = crop(img, det, padding=0.25, isolate=True)
+    assert plain.shape == iso.shape == (120, 300)
+    oy, ox = 40, 50  # crop origin: (60 - 20, 100 - 50)
+    assert (plain[150 - oy:156 - oy, 120 - ox:280 - ox] == 30).all()
+    assert (iso[150 - oy:156 - oy, 120 - ox:280 - ox] == 255).all()  # label gone
+    assert (iso[95 - oy:105 - oy, 110 - ox:290 - ox] == 30).all()  # signature kept
+    assert (iso[95 - oy:100 - oy, 290 - ox:316 - ox] == 30).all()  # overshoot kept
