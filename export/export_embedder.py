@@ -154,7 +154,7 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
     opts = NormalizeOptions(height=h, width=w)
 
     samples = D.load_all(data_root or D.DEFAULT_DATA_ROOT)
-    train_writers, val_writers = D.split_writers(samples)
+    train_writers, val_writers = D.split_writers(samples, fold=int(cfg.get("fold", 0)))
     train = [s for s in samples if s.writer in train_writers]
     rng = np.random.default_rng(0)
     rep_samples = [train[i] for i in sorted(rng.choice(len(train), size=min(300, len(train)), replace=False))]

@@ -73,15 +73,26 @@ def load_all(root: Path = DEFAULT_DATA_ROOT) -> list[Sample]:
     return samples
 
 
-def split_writers(samples: list[Sample], seed: int = SPLIT_SEED) -> tuple[set[str], set[str]]:
-    """Writer-disjoint (train, validation) writer sets, fixed by the seed."""
+def split_writers(samples: list[Sample], seed: int = SPLIT_SEED, fold: int = 0) -> tuple[set[str], set[str]]:
+    """Writer-disjoint (train, validation) writer sets, fixed by the seed.
+
+    Each collection's writers are shuffled once and cut into consecutive validation blocks
+    of ``VAL_FRACTION`` of them; ``fold`` picks the block (fold 0 is the split the shipped
+    models were trained and calibrated on). With a fraction of 0.25, folds 0-3 of
+    sigcomp2011_dutch cover each of its 44 writers exactly once (the cross-validation of
+    ``benchmarks/crossval.py``).
+    """
+    if fold < 0:
+        raise ValueError(f"fold must be >= 0, got {fold}")
     train, val = set(), set()
     for dataset, frac in VAL_FRACTION.items():
         writers = sorted({s.writer for s in samples if s.dataset == dataset})
         random.Random(f"{seed}:{dataset}").shuffle(writers)
         n_val = int(round(frac * len(writers)))
-        val.update(writers[:n_val])
-        train.update(writers[n_val:])
+        start = (fold * n_val) % max(1, len(writers))
+        held = set(writers[start:start + n_val])
+        val.update(held)
+        train.update(w for w in writers if w not in held)
     return train, val
 
 

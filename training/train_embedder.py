@@ -49,6 +49,9 @@ def parse_args(argv=None):
                         "block (4 genuines + 2 forgeries each) to a triplet ranking loss (0: off)")
     p.add_argument("--pair-weight", type=float, default=1.0, help="weight of the ranking loss")
     p.add_argument("--pair-margin", type=float, default=0.3, help="cosine margin of the ranking loss")
+    p.add_argument("--fold", type=int, default=0,
+                   help="which block of writers is held out for validation (0: the shipped split; "
+                        "1-3: the other sigcomp2011_dutch folds of benchmarks/crossval.py)")
     return p.parse_args(argv)
 
 
@@ -117,7 +120,7 @@ def main(argv=None):
     hw = (args.height, args.width)
 
     samples = D.load_all(args.data)
-    train_writers, val_writers = D.split_writers(samples)
+    train_writers, val_writers = D.split_writers(samples, fold=args.fold)
     train = [s for s in samples if s.writer in train_writers]
     val = [s for s in samples if s.writer in val_writers]
     if args.limit:

@@ -1,0 +1,203 @@
+"""Writer-fold cross-validation of the embedder recipe, side by side with HOG + cosine.
+
+    # one embedder per fold, each trained without its fold's writers (fold 0 is the shipped one)
+    TF_USE_LEGACY_KERAS=1 python -m training.train_embedder --fold K --out runs/embedder-foldK \\
+        --epochs 35 --qat-epochs 4 --steps 100 --batch 64 --seed 2 --pair-writers 4
+    sigedge export --int8 --run runs/embedder-foldK --out runs/embedder-foldK/bundle
+    python -m training.make_splits --fold K
+    python benchmarks/crossval.py --fold 0=sigedge/models/default --fold 1=runs/embedder-fold1/bundle ... \\
+        --out benchmarks/results/crossval.json
+
+``training.data.split_writers(fold=K)`` holds out the K-th quarter of sigcomp2011_dutch's
+44 writers (11 each), so folds 0-3 together test every writer once, each time with a model
+that never saw it. Per fold, on the fold's validation CSVs and the protocol of ``sigedge
+evaluate`` (seeded references, mean fusion):
+
+* sigcomp2011_dutch (5 references): skilled and random EER, FRR at FAR 1 %, for the int8
+  and float embedders of that fold's bundle and for HOG + cosine on the same canvases;
+* cross_media_chinese (2 references, identities are (writer, name) pairs): random EER and the
+  *same-name* EER, whose impostors are other writers' signatures of the same name, the
+  natural hard impostors of that set.
+
+The summary gives each fold's numbers and their mean. A fold without a bundle is skipped
+and reported as missing, never filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from hog_baseline import hog  # noqa: E402
+from robustness import embed_all  # noqa: E402
+
+from sigedge import Pipeline, PipelineOptions  # noqa: E402
+from sigedge.clean import clean_signature  # noqa: E402
+from sigedge.errors import SigedgeError  # noqa: E402
+from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
+from sigedge.imageio import load_image  # noqa: E402
+from sigedge.normalize import NormalizeOptions, normalize_signature  # noqa: E402
+from sigedge.scoring import l2_normalize  # noqa: E402
+
+log = logging.getLogger("crossval")
+SPLITS = ROOT / "training" / "splits"
+
+
+def split_dir(fold: int) -> Path:
+    return SPLITS if fold == 0 else SPLITS / f"fold{fold}"
+
+
+def read_rows(labels: Path) -> tuple[list[np.ndarray], list[str], list[str]]:
+    with open(labels, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    images = [load_image(labels.parent / r["path"]) for r in rows]
+    return images, [r["writer"] for r in rows], [r["kind"] for r in rows]
+
+
+def same_name_impostors(writers: list[str]) -> tuple[list[int], list[str], list[str]]:
+    """Extra protocol rows: every genuine of (w', name) as a forgery of (w, name), w' != w.
+
+    Returned as (row index into the embeddings, claimed identity, kind) to append; the
+    protocol then scores them as that identity's skilled impostors (they are not random
+    impostors for anyone, since only genuine rows serve as those)."""
+    by_name: dict[str, list[int]] = {}
+    for i, ident in enumerate(writers):
+        by_name.setdefault(ident.split(":", 1)[1], []).append(i)
+    rows, claimed, kinds = [], [], []
+    for idx in by_name.values():
+        identities = sorted({writers[i] for i in idx})
+        for ident in identities:
+            for i in idx:
+                if writers[i] != ident:
+                    rows.append(i)
+                    claimed.append(ident)
+                    kinds.append("forgery")
+    return rows, claimed, kinds
+
+
+def scores_report(emb: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int) -> dict:
+    rep = report_from_scores(protocol_scores(emb, writers, kinds, refs, seed=seed), refs)
+    return {"eer_skilled": rep.eer_skilled, "eer_random": rep.eer_random,
+            "frr_at_far1_skilled": rep.frr_at_far1_skilled, "frr_at_far1_random": rep.frr_at_far1_random,
+            "writers": rep.writers, "n_genuine": rep.n_genuine, "n_skilled": rep.n_skilled, "n_random": rep.n_random}
+
+
+def hog_embeddings(images: list[np.ndarray]) -> np.ndarray:
+    opts = NormalizeOptions(height=128, width=256)
+    feats = []
+    for img in images:
+        try:
+            feats.append(hog(normalize_signature(clean_signature(img), opts).canvas))
+        except SigedgeError:
+            feats.append(None)
+    dim = next(f for f in feats if f is not None).shape[0]
+    return l2_normalize(np.stack([f if f is not None else np.zeros(dim, np.float32) for f in feats]))
+
+
+def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int) -> dict:
+    out: dict = {"fold": fold, "bundle": str(bundle) if bundle else None}
+    images, writers, kinds = read_rows(split_dir(fold) / "sigcomp2011_dutch_val.csv")
+    out["sigcomp_writers"] = sorted(set(writers))
+    methods = {"hog": hog_embeddings(images)}
+    cm_images, cm_ids, cm_kinds = read_rows(split_dir(fold) / "cross_media_chinese_val.csv")
+    extra_rows, extra_ids, extra_kinds = same_name_impostors(cm_ids)
+    cm_methods = {}
+    for precision in ("int8", "float"):
+        pipe = Pipeline(bundle, PipelineOptions(precision=precision))
+        out.setdefault("model_sha256", {})[precision] = pipe.model_sha256
+        methods[precision] = embed_all(pipe, images)
+        cm_methods[precision] = embed_all(pipe, cm_images)
+    cm_methods["hog"] = hog_embeddings(cm_images)
+    out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed) for m, e in methods.items()}
+    cm_refs = 2
+    out["cross_media_chinese"] = {}
+    for m, e in cm_methods.items():
+        random_only = scores_report(e, cm_ids, cm_kinds, cm_refs, seed)
+        same_name = scores_report(np.concatenate([e, e[extra_rows]]), cm_ids + extra_ids, cm_kinds + extra_kinds,
+                                  cm_refs, seed)
+        out["cross_media_chinese"][m] = {"eer_random": random_only["eer_random"],
+                                         "eer_same_name": same_name["eer_skilled"],
+                                         "identities": random_only["writers"], "n_same_name": same_name["n_skilled"]}
+    return out
+
+
+def summary(folds: list[dict]) -> dict:
+    def mean(get) -> float:
+        return float(np.mean([get(f) for f in folds]))
+
+    res = {"folds": [f["fold"] for f in folds]}
+    for m in ("int8", "float", "hog"):
+        res[m] = {
+            "sigcomp_eer_skilled": mean(lambda f: f["sigcomp2011_dutch"][m]["eer_skilled"]),
+            "sigcomp_eer_random": mean(lambda f: f["sigcomp2011_dutch"][m]["eer_random"]),
+            "sigcomp_frr_at_far1_skilled": mean(lambda f: f["sigcomp2011_dutch"][m]["frr_at_far1_skilled"]),
+            "cross_media_eer_random": mean(lambda f: f["cross_media_chinese"][m]["eer_random"]),
+            "cross_media_eer_same_name": mean(lambda f: f["cross_media_chinese"][m]["eer_same_name"]),
+        }
+    return res
+
+
+def print_table(folds: list[dict], mean: dict) -> None:
+    print(f"\n{'fold':>4s} {'method':6s} {'skilled':>8s} {'random':>7s} {'FRR@1%':>7s} {'CM rand':>8s} {'CM name':>8s}",
+          file=sys.stderr)
+    for f in folds:
+        for m in ("int8", "float", "hog"):
+            s, c = f["sigcomp2011_dutch"][m], f["cross_media_chinese"][m]
+            print(f"{f['fold']:>4d} {m:6s} {100 * s['eer_skilled']:7.2f}% {100 * s['eer_random']:6.2f}% "
+                  f"{100 * s['frr_at_far1_skilled']:6.1f}% {100 * c['eer_random']:7.2f}% {100 * c['eer_same_name']:7.2f}%",
+                  file=sys.stderr)
+    for m in ("int8", "float", "hog"):
+        r = mean[m]
+        print(f"{'mean':>4s} {m:6s} {100 * r['sigcomp_eer_skilled']:7.2f}% {100 * r['sigcomp_eer_random']:6.2f}% "
+              f"{100 * r['sigcomp_frr_at_far1_skilled']:6.1f}% {100 * r['cross_media_eer_random']:7.2f}% "
+              f"{100 * r['cross_media_eer_same_name']:7.2f}%", file=sys.stderr)
+
+
+def parse_fold(text: str) -> tuple[int, Path]:
+    k, _, path = text.partition("=")
+    if not k.isdigit() or not path:
+        raise argparse.ArgumentTypeError(f"expected K=BUNDLE_DIR, got {text!r}")
+    return int(k), Path(path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fold", type=parse_fold, action="append", required=True, metavar="K=BUNDLE",
+                    help="a fold and the bundle trained without its writers (repeat per fold)")
+    ap.add_argument("--refs", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    folds = []
+    for k, bundle in sorted(args.fold):
+        if not (bundle / "manifest.json").is_file() or not (split_dir(k) / "sigcomp2011_dutch_val.csv").is_file():
+            log.warning("fold %d: no bundle at %s or no split CSVs (python -m training.make_splits --fold %d); "
+                        "skipped", k, bundle, k)
+            continue
+        folds.append(evaluate_fold(k, bundle, args.refs, args.seed))
+        log.info("fold %d: %s", k, folds[-1]["sigcomp2011_dutch"])
+    if not folds:
+        log.error("no fold could be evaluated")
+        return 1
+    result = {"references": args.refs, "seed": args.seed, "folds": folds, "mean": summary(folds)}
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    print_table(folds, result["mean"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

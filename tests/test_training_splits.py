@@ -1,0 +1,54 @@
+"""Writer folds of the training split, and the same-name impostors of the cross-validation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from training import data as D
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+
+def samples(writers: int = 44, per_writer: int = 3) -> list[D.Sample]:
+    out = []
+    for ds in D.VAL_FRACTION:
+        for w in range(writers):
+            writer = f"{ds}:{w:03d}"
+            out += [D.Sample(Path(f"{writer}_{k}.png"), ds, writer, "genuine", writer) for k in range(per_writer)]
+    return out
+
+
+def test_fold_zero_is_the_shipped_split_and_folds_are_writer_disjoint():
+    s = samples()
+    assert D.split_writers(s) == D.split_writers(s, fold=0)
+    held = []
+    for fold in range(4):
+        train, val = D.split_writers(s, fold=fold)
+        assert not train & val
+        assert train | val == {x.writer for x in s}
+        held.append({w for w in val if w.startswith("sigcomp2011_dutch")})
+        assert len(held[-1]) == 11
+    # four folds of a quarter each: every sigcomp writer is held out exactly once
+    assert set().union(*held) == {x.writer for x in s if x.dataset == "sigcomp2011_dutch"}
+    assert sum(len(h) for h in held) == 44
+
+
+def test_negative_fold_is_refused():
+    with pytest.raises(ValueError):
+        D.split_writers(samples(), fold=-1)
+
+
+def test_same_name_impostors_pair_each_identity_with_other_writers_of_its_name():
+    from crossval import same_name_impostors
+
+    ids = ["a:n01", "a:n01", "b:n01", "a:n02", "b:n02", "c:n02"]
+    rows, claimed, kinds = same_name_impostors(ids)
+    pairs = sorted(zip(rows, claimed))
+    # (a, n01) is imitated by b's n01 (row 2); (b, n01) by a's two n01 rows
+    assert (2, "a:n01") in pairs and (0, "b:n01") in pairs and (1, "b:n01") in pairs
+    assert all(ids[r] != c and ids[r].split(":")[1] == c.split(":")[1] for r, c in pairs)
+    assert len(pairs) == 3 + 6  # n01: 1 + 2; n02: 3 identities x 2 others
+    assert set(kinds) == {"forgery"}
