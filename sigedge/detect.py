@@ -121,12 +121,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return order[np.array(keep, dtype=int)]
 
 
-def crop(image: np.ndarray, detection: Detection, padding: float = 0.08, isolate: bool = False) -> np.ndarray:
+def crop(image: np.ndarray, detection: Detection, padding: float = 0.08, isolate: bool = False,
+         core: float = 0.1) -> np.ndarray:
     """The image region of a detection, with some context, clipped to the image.
 
     The padding keeps strokes that overshoot a slightly tight box. With ``isolate``, ink
-    that lies wholly in that margin (a printed label under the signature line, a
-    neighbouring word) is painted out: only ink components that reach into the box stay.
+    that does not reach the box's *core* (the box shrunk by ``core`` of its width and
+    height on every side) is painted out: a printed label under the signature line or a
+    neighbouring word stays out of the crop even when the box's edge cuts through it,
+    while every stroke connected to the signature's body stays in.
     """
     x0, y0, x1, y1 = detection.box
     pw, ph = (x1 - x0) * padding, (y1 - y0) * padding
@@ -135,7 +138,9 @@ def crop(image: np.ndarray, detection: Detection, padding: float = 0.08, isolate
     xb, yb = min(w, int(np.ceil(x1 + pw))), min(h, int(np.ceil(y1 + ph)))
     out = image[ya:yb, xa:xb].copy()
     if isolate and out.size:
-        inner = (int(round(x0)) - xa, int(round(y0)) - ya, int(round(x1)) - xa, int(round(y1)) - ya)
+        cw, ch = (x1 - x0) * core, (y1 - y0) * core
+        inner = (int(round(x0 + cw)) - xa, int(round(y0 + ch)) - ya,
+                 int(round(x1 - cw)) - xa, int(round(y1 - ch)) - ya)
         out[~_ink_reaching(out, inner)] = 255
     return out
 
@@ -147,7 +152,7 @@ def _ink_reaching(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndar
     ink = binarize(flatten_background(to_gray(region))).astype(np.uint8)
     n, labels = cv2.connectedComponents(ink, connectivity=8)
     x0, y0, x1, y1 = max(0, box[0]), max(0, box[1]), max(0, box[2]), max(0, box[3])
-    inside = np.unique(labels[y0:y1, x0:x1])
+    inside = np.unique(labels[y0:max(y0 + 1, y1), x0:max(x0 + 1, x1)])
     outside_ink = (labels > 0) & ~np.isin(labels, inside)
     return ~outside_ink
 

@@ -102,3 +102,18 @@ def test_crop_isolate_paints_out_ink_wholly_in_the_margin():
     assert (iso[150 - oy:156 - oy, 120 - ox:280 - ox] == 255).all()  # label gone
     assert (iso[95 - oy:105 - oy, 110 - ox:290 - ox] == 30).all()  # signature kept
     assert (iso[95 - oy:100 - oy, 290 - ox:316 - ox] == 30).all()  # overshoot kept
+
+
+def test_crop_isolate_paints_out_a_label_that_the_box_edge_cuts_through():
+    img = np.full((200, 400), 235, np.uint8)
+    img[80:120, 150:152] = 30  # a vertical stroke through the box's middle
+    img[80:82, 150:250] = 30  # joined to a horizontal one
+    img[133:138, 120:280] = 30  # a printed label inside the box's bottom tenth (box 60..140)
+    det = Detection((100.0, 60.0, 300.0, 140.0), 0.9)
+    iso = crop(img, det, padding=0.25, isolate=True)
+    oy, ox = 40, 50
+    assert (iso[133 - oy:138 - oy, 120 - ox:280 - ox] == 255).all()  # the label is gone
+    assert (iso[80 - oy:120 - oy, 150 - ox:152 - ox] == 30).all()  # the signature stays
+    assert (iso[80 - oy:82 - oy, 150 - ox:250 - ox] == 30).all()
+    kept = crop(img, det, padding=0.25, isolate=True, core=0.0)
+    assert (kept[133 - oy:138 - oy, 120 - ox:280 - ox] == 30).all()  # reaches the box itself

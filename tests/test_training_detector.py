@@ -61,6 +61,26 @@ def test_detector_training_writes_checkpoints_and_validation(detector_run):
     assert [h["phase"] for h in state["history"]] == ["float", "qat"]
     assert {"map50", "map50_95", "precision", "recall"} <= set(state["history"][0])
     assert (run / "qat.h5").stat().st_size > 0
+    assert (run / "float_raw.h5").stat().st_size > 0  # the optimiser's weights, for --resume
+
+
+def test_weight_average_follows_the_weights_with_its_decay():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+    import tf_keras as keras
+    from training.train_detector import WeightAverage
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    model.set_weights([np.ones((2, 1), np.float32)])
+    average = WeightAverage(model, decay=0.5)
+    average.reset(updates=1e6)  # full decay from the first update
+    model.set_weights([np.full((2, 1), 3.0, np.float32)])
+    tf.function(average.update)()
+    np.testing.assert_allclose(average.values()[0], 2.0)  # 0.5 * 1 + 0.5 * 3
+    np.testing.assert_allclose(model.get_weights()[0], 3.0)  # the model keeps its own weights
+    off = WeightAverage(model, decay=0.0)
+    off.update()
+    np.testing.assert_allclose(off.values()[0], 3.0)
 
 
 def test_detector_export_adds_to_a_bundle_and_runs_in_the_runtime(detector_run):
