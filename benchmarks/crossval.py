@@ -17,7 +17,9 @@ evaluate`` (seeded references, mean fusion):
   and float embedders of that fold's bundle and for HOG + cosine on the same canvases;
 * cross_media_chinese (2 references, identities are (writer, name) pairs): random EER and the
   *same-name* EER, whose impostors are other writers' signatures of the same name, the
-  natural hard impostors of that set.
+  natural hard impostors of that set;
+* ``int8+hog``: an unweighted fusion, the mean of the int8 embedder's and HOG's cosines
+  (fixed in advance, not tuned on these writers), to see whether the two are complementary.
 
 The summary gives each fold's numbers and their mean. A fold without a bundle is skipped
 and reported as missing, never filled in.
@@ -51,6 +53,7 @@ from sigedge.scoring import l2_normalize  # noqa: E402
 
 log = logging.getLogger("crossval")
 SPLITS = ROOT / "training" / "splits"
+METHODS = ("int8", "float", "hog", "int8+hog")
 
 
 def split_dir(fold: int) -> Path:
@@ -104,6 +107,11 @@ def hog_embeddings(images: list[np.ndarray]) -> np.ndarray:
     return l2_normalize(np.stack([f if f is not None else np.zeros(dim, np.float32) for f in feats]))
 
 
+def fused(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rows whose cosine is the mean of the two inputs' cosines (both L2-normalised)."""
+    return np.concatenate([a, b], axis=1) / np.sqrt(2.0)
+
+
 def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int) -> dict:
     out: dict = {"fold": fold, "bundle": str(bundle) if bundle else None}
     images, writers, kinds = read_rows(split_dir(fold) / "sigcomp2011_dutch_val.csv")
@@ -118,6 +126,8 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int) -> dict:
         methods[precision] = embed_all(pipe, images)
         cm_methods[precision] = embed_all(pipe, cm_images)
     cm_methods["hog"] = hog_embeddings(cm_images)
+    for group in (methods, cm_methods):
+        group["int8+hog"] = fused(group["int8"], group["hog"])
     out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed) for m, e in methods.items()}
     cm_refs = 2
     out["cross_media_chinese"] = {}
@@ -136,7 +146,7 @@ def summary(folds: list[dict]) -> dict:
         return float(np.mean([get(f) for f in folds]))
 
     res = {"folds": [f["fold"] for f in folds]}
-    for m in ("int8", "float", "hog"):
+    for m in METHODS:
         res[m] = {
             "sigcomp_eer_skilled": mean(lambda f: f["sigcomp2011_dutch"][m]["eer_skilled"]),
             "sigcomp_eer_random": mean(lambda f: f["sigcomp2011_dutch"][m]["eer_random"]),
@@ -148,17 +158,17 @@ def summary(folds: list[dict]) -> dict:
 
 
 def print_table(folds: list[dict], mean: dict) -> None:
-    print(f"\n{'fold':>4s} {'method':6s} {'skilled':>8s} {'random':>7s} {'FRR@1%':>7s} {'CM rand':>8s} {'CM name':>8s}",
+    print(f"\n{'fold':>4s} {'method':8s} {'skilled':>8s} {'random':>7s} {'FRR@1%':>7s} {'CM rand':>8s} {'CM name':>8s}",
           file=sys.stderr)
     for f in folds:
-        for m in ("int8", "float", "hog"):
+        for m in METHODS:
             s, c = f["sigcomp2011_dutch"][m], f["cross_media_chinese"][m]
-            print(f"{f['fold']:>4d} {m:6s} {100 * s['eer_skilled']:7.2f}% {100 * s['eer_random']:6.2f}% "
+            print(f"{f['fold']:>4d} {m:8s} {100 * s['eer_skilled']:7.2f}% {100 * s['eer_random']:6.2f}% "
                   f"{100 * s['frr_at_far1_skilled']:6.1f}% {100 * c['eer_random']:7.2f}% {100 * c['eer_same_name']:7.2f}%",
                   file=sys.stderr)
-    for m in ("int8", "float", "hog"):
+    for m in METHODS:
         r = mean[m]
-        print(f"{'mean':>4s} {m:6s} {100 * r['sigcomp_eer_skilled']:7.2f}% {100 * r['sigcomp_eer_random']:6.2f}% "
+        print(f"{'mean':>4s} {m:8s} {100 * r['sigcomp_eer_skilled']:7.2f}% {100 * r['sigcomp_eer_random']:6.2f}% "
               f"{100 * r['sigcomp_frr_at_far1_skilled']:6.1f}% {100 * r['cross_media_eer_random']:7.2f}% "
               f"{100 * r['cross_media_eer_same_name']:7.2f}%", file=sys.stderr)
 

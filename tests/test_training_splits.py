@@ -52,3 +52,17 @@ def test_same_name_impostors_pair_each_identity_with_other_writers_of_its_name()
     assert all(ids[r] != c and ids[r].split(":")[1] == c.split(":")[1] for r, c in pairs)
     assert len(pairs) == 3 + 6  # n01: 1 + 2; n02: 3 identities x 2 others
     assert set(kinds) == {"forgery"}
+
+
+def test_fused_rows_score_the_mean_of_both_cosines():
+    import numpy as np
+    from crossval import fused
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 8))
+    b = rng.normal(size=(5, 3))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    f = fused(a, b)
+    np.testing.assert_allclose(f @ f.T, (a @ a.T + b @ b.T) / 2, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0)
