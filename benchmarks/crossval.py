@@ -19,7 +19,13 @@ evaluate`` (seeded references, mean fusion):
   *same-name* EER, whose impostors are other writers' signatures of the same name, the
   natural hard impostors of that set;
 * ``int8+hog``: an unweighted fusion, the mean of the int8 embedder's and HOG's cosines
-  (fixed in advance, not tuned on these writers), to see whether the two are complementary.
+  (fixed in advance, not tuned on these writers), to see whether the two are complementary;
+* baselines given as ``--baseline NAME:K=BUNDLE`` (e.g. the float SigNet of
+  ``python -m training.train_embedder --arch signet``, trained without fold K's writers), run
+  on the same rows;
+* each method's model size (bytes of its TFLite file; HOG has none) and latency a crop
+  (p50 of the model call on one normalised canvas, one thread; for HOG the descriptor),
+  measured in the same process so the ratios between methods are comparable.
 
 The summary gives each fold's numbers and their mean. A fold without a bundle is skipped
 and reported as missing, never filled in.
@@ -50,10 +56,12 @@ from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
 from sigedge.imageio import load_image  # noqa: E402
 from sigedge.normalize import NormalizeOptions, normalize_signature  # noqa: E402
 from sigedge.scoring import l2_normalize  # noqa: E402
+from sigedge.bench import time_stage  # noqa: E402
 
 log = logging.getLogger("crossval")
 SPLITS = ROOT / "training" / "splits"
 METHODS = ("int8", "float", "hog", "int8+hog")
+LATENCY_REPEAT = 50
 
 
 def split_dir(fold: int) -> Path:
@@ -112,22 +120,46 @@ def fused(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([a, b], axis=1) / np.sqrt(2.0)
 
 
-def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int) -> dict:
+def model_cost(pipe: Pipeline, canvases: list[np.ndarray]) -> dict:
+    """File size of the pipeline's embedder and p50 ms of one model call on a canvas."""
+    t = time_stage(pipe.embed_canvas, canvases, LATENCY_REPEAT)
+    return {"model_bytes": pipe.embedder_spec.file.stat().st_size, "latency_ms_p50": t["p50_ms"]}
+
+
+def hog_cost(images: list[np.ndarray]) -> dict:
+    opts = NormalizeOptions(height=128, width=256)
+    canvases = [normalize_signature(clean_signature(img), opts).canvas for img in images[:8]]
+    return {"model_bytes": 0, "latency_ms_p50": time_stage(hog, canvases, LATENCY_REPEAT)["p50_ms"]}
+
+
+def canvases_for(pipe: Pipeline, images: list[np.ndarray]) -> list[np.ndarray]:
+    return [pipe.prepare(img).canvas for img in images[:8]]
+
+
+def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
+                  baselines: dict[str, Path] | None = None) -> dict:
     out: dict = {"fold": fold, "bundle": str(bundle) if bundle else None}
     images, writers, kinds = read_rows(split_dir(fold) / "sigcomp2011_dutch_val.csv")
     out["sigcomp_writers"] = sorted(set(writers))
     methods = {"hog": hog_embeddings(images)}
+    cost = {"hog": hog_cost(images)}
     cm_images, cm_ids, cm_kinds = read_rows(split_dir(fold) / "cross_media_chinese_val.csv")
     extra_rows, extra_ids, extra_kinds = same_name_impostors(cm_ids)
     cm_methods = {}
-    for precision in ("int8", "float"):
-        pipe = Pipeline(bundle, PipelineOptions(precision=precision))
-        out.setdefault("model_sha256", {})[precision] = pipe.model_sha256
-        methods[precision] = embed_all(pipe, images)
-        cm_methods[precision] = embed_all(pipe, cm_images)
+    runs = [(precision, bundle, precision) for precision in ("int8", "float")]
+    runs += [(name, path, "float") for name, path in (baselines or {}).items()]
+    for name, path, precision in runs:
+        pipe = Pipeline(path, PipelineOptions(precision=precision))
+        out.setdefault("model_sha256", {})[name] = pipe.model_sha256
+        methods[name] = embed_all(pipe, images)
+        cm_methods[name] = embed_all(pipe, cm_images)
+        cost[name] = model_cost(pipe, canvases_for(pipe, images))
     cm_methods["hog"] = hog_embeddings(cm_images)
     for group in (methods, cm_methods):
         group["int8+hog"] = fused(group["int8"], group["hog"])
+    cost["int8+hog"] = {"model_bytes": cost["int8"]["model_bytes"],
+                        "latency_ms_p50": cost["int8"]["latency_ms_p50"] + cost["hog"]["latency_ms_p50"]}
+    out["cost"] = cost
     out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed) for m, e in methods.items()}
     cm_refs = 2
     out["cross_media_chinese"] = {}
@@ -141,13 +173,24 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int) -> dict:
     return out
 
 
-def summary(folds: list[dict]) -> dict:
-    def mean(get) -> float:
-        return float(np.mean([get(f) for f in folds]))
+def method_names(folds: list[dict]) -> list[str]:
+    """The fixed methods, then any baselines, in first-seen order."""
+    extra = [m for f in folds for m in f["sigcomp2011_dutch"] if m not in METHODS]
+    return list(METHODS) + list(dict.fromkeys(extra))
 
+
+def summary(folds: list[dict]) -> dict:
     res = {"folds": [f["fold"] for f in folds]}
-    for m in METHODS:
+    for m in method_names(folds):
+        have = [f for f in folds if m in f["sigcomp2011_dutch"]]
+
+        def mean(get, have=have) -> float:
+            return float(np.mean([get(f) for f in have]))
+
         res[m] = {
+            "folds": [f["fold"] for f in have],
+            "model_bytes": int(np.max([f["cost"][m]["model_bytes"] for f in have])),
+            "latency_ms_p50": mean(lambda f: f["cost"][m]["latency_ms_p50"]),
             "sigcomp_eer_skilled": mean(lambda f: f["sigcomp2011_dutch"][m]["eer_skilled"]),
             "sigcomp_eer_random": mean(lambda f: f["sigcomp2011_dutch"][m]["eer_random"]),
             "sigcomp_frr_at_far1_skilled": mean(lambda f: f["sigcomp2011_dutch"][m]["frr_at_far1_skilled"]),
@@ -158,19 +201,29 @@ def summary(folds: list[dict]) -> dict:
 
 
 def print_table(folds: list[dict], mean: dict) -> None:
-    print(f"\n{'fold':>4s} {'method':8s} {'skilled':>8s} {'random':>7s} {'FRR@1%':>7s} {'CM rand':>8s} {'CM name':>8s}",
-          file=sys.stderr)
+    print(f"\n{'fold':>4s} {'method':8s} {'skilled':>8s} {'random':>7s} {'FRR@1%':>7s} {'CM rand':>8s} {'CM name':>8s}"
+          f" {'MB':>6s} {'ms/crop':>7s}", file=sys.stderr)
     for f in folds:
-        for m in METHODS:
-            s, c = f["sigcomp2011_dutch"][m], f["cross_media_chinese"][m]
+        for m in method_names([f]):
+            s, c, k = f["sigcomp2011_dutch"][m], f["cross_media_chinese"][m], f["cost"][m]
             print(f"{f['fold']:>4d} {m:8s} {100 * s['eer_skilled']:7.2f}% {100 * s['eer_random']:6.2f}% "
-                  f"{100 * s['frr_at_far1_skilled']:6.1f}% {100 * c['eer_random']:7.2f}% {100 * c['eer_same_name']:7.2f}%",
-                  file=sys.stderr)
-    for m in METHODS:
-        r = mean[m]
+                  f"{100 * s['frr_at_far1_skilled']:6.1f}% {100 * c['eer_random']:7.2f}% {100 * c['eer_same_name']:7.2f}%"
+                  f" {k['model_bytes'] / 1e6:6.2f} {k['latency_ms_p50']:7.2f}", file=sys.stderr)
+    for m, r in mean.items():
+        if m == "folds":
+            continue
         print(f"{'mean':>4s} {m:8s} {100 * r['sigcomp_eer_skilled']:7.2f}% {100 * r['sigcomp_eer_random']:6.2f}% "
               f"{100 * r['sigcomp_frr_at_far1_skilled']:6.1f}% {100 * r['cross_media_eer_random']:7.2f}% "
-              f"{100 * r['cross_media_eer_same_name']:7.2f}%", file=sys.stderr)
+              f"{100 * r['cross_media_eer_same_name']:7.2f}% {r['model_bytes'] / 1e6:6.2f} {r['latency_ms_p50']:7.2f}"
+              f"  (folds {','.join(map(str, r['folds']))})", file=sys.stderr)
+
+
+def parse_baseline(text: str) -> tuple[str, int, Path]:
+    name, _, rest = text.partition(":")
+    if not name or name in METHODS:
+        raise argparse.ArgumentTypeError(f"expected NAME:K=BUNDLE_DIR with a new NAME, got {text!r}")
+    k, path = parse_fold(rest)
+    return name, k, path
 
 
 def parse_fold(text: str) -> tuple[int, Path]:
@@ -184,6 +237,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fold", type=parse_fold, action="append", required=True, metavar="K=BUNDLE",
                     help="a fold and the bundle trained without its writers (repeat per fold)")
+    ap.add_argument("--baseline", type=parse_baseline, action="append", default=[], metavar="NAME:K=BUNDLE",
+                    help="a float baseline model for fold K, e.g. signet:0=runs/signet-fold0/bundle (repeatable)")
     ap.add_argument("--refs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
@@ -195,7 +250,8 @@ def main(argv=None) -> int:
             log.warning("fold %d: no bundle at %s or no split CSVs (python -m training.make_splits --fold %d); "
                         "skipped", k, bundle, k)
             continue
-        folds.append(evaluate_fold(k, bundle, args.refs, args.seed))
+        baselines = {name: path for name, kb, path in args.baseline if kb == k}
+        folds.append(evaluate_fold(k, bundle, args.refs, args.seed, baselines))
         log.info("fold %d: %s", k, folds[-1]["sigcomp2011_dutch"])
     if not folds:
         log.error("no fold could be evaluated")

@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from sigedge import __version__  # noqa: E402
 from sigedge.bundle import BUNDLE_FORMAT, sha256_file  # noqa: E402
+from sigedge.errors import UsageError  # noqa: E402
 from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
 from sigedge.interpreter import TFLiteModel  # noqa: E402
 from sigedge.metrics import equal_error_rate, threshold_at_far  # noqa: E402
@@ -130,6 +131,22 @@ def decision_band(thresholds: dict) -> dict:
             "chosen_by": "skilled FAR 5 % (and random FAR 0.1 %) for accept, genuine FRR 5 % for reject"}
 
 
+#: Options of a run's config that its retraining command repeats (the rest are defaults or paths).
+TRAINING_FLAGS = ("arch", "height", "width", "dim", "epochs", "qat_epochs", "steps", "batch", "seed", "lr",
+                  "pair_writers", "fold", "init", "qat_freeze_bn", "synthetic")
+
+
+def training_command(run: Path, cfg: dict[str, str]) -> str:
+    """The command line that re-trains ``run``, from the options its state.json recorded."""
+    parts = ["python -m training.train_embedder --out", str(run)]
+    for k in TRAINING_FLAGS:
+        v = cfg.get(k)
+        if v is None or v in ("None", "False") or (k, v) in (("arch", "mobilenetv2"), ("synthetic", "0")):
+            continue
+        parts.append(f"--{k.replace('_', '-')}" + ("" if v == "True" else f" {v}"))
+    return " ".join(parts)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="training run directory (float.h5, qat.h5, state.json)")
@@ -145,12 +162,15 @@ def main(argv=None):
 def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = None,
            cache: Path = Path.home() / ".cache" / "sigedge-train") -> dict:
     from training import data as D
-    from training.model import build_embedder, quantize_aware
+    from training.model import build_model, quantize_aware
 
     state = json.loads((run / "state.json").read_text())
     cfg = state.get("config", {})
     h, w = int(cfg.get("height", 128)), int(cfg.get("width", 256))
     alpha, dim = float(cfg.get("alpha", 0.35)), int(cfg.get("dim", 128))
+    arch = cfg.get("arch", "mobilenetv2")
+    if arch != "mobilenetv2" and int8:
+        raise UsageError(f"the {arch} run is a float baseline without QAT weights: export it without --int8")
     opts = NormalizeOptions(height=h, width=w)
 
     samples = D.load_all(data_root or D.DEFAULT_DATA_ROOT)
@@ -160,10 +180,11 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
     rep_samples = [train[i] for i in sorted(rng.choice(len(train), size=min(300, len(train)), replace=False))]
     representative = D.preprocess(rep_samples, opts, cache)
 
-    float_model = build_embedder(h, w, alpha, dim, dropout=0.2)
+    float_model = build_model(arch, h, w, alpha, dim)
     float_model.load_weights(run / "float.h5")
-    qat_model = quantize_aware(build_embedder(h, w, alpha, dim, dropout=0.2))
-    qat_model.load_weights(run / "qat.h5")
+    if int8:
+        qat_model = quantize_aware(build_model(arch, h, w, alpha, dim))
+        qat_model.load_weights(run / "qat.h5")
 
     tmp = Path(tempfile.mkdtemp(prefix="sigedge-export-"))
     try:
@@ -218,9 +239,9 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "license": LICENCE,
             "training_data": TRAINING_DATA,
-            "training": {"command": "python -m training.train_embedder --out " + str(run) + " " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in cfg.items() if k in ("epochs", "qat_epochs", "steps", "batch", "seed", "lr", "pair_writers")),
-                "split_seed": D.SPLIT_SEED, "architecture": f"MobileNetV2 alpha={alpha}, {h}x{w}x1, dense {dim}",
+            "training": {"command": training_command(run, cfg),
+                "split_seed": D.SPLIT_SEED, "architecture": (f"MobileNetV2 alpha={alpha}, {h}x{w}x1, dense {dim}" if arch == "mobilenetv2"
+                                 else f"SigNet {h}x{w}x1, fc {dim}"),
                 "objective": "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"
                              + ("; plus a soft triplet ranking loss (genuine anchor, genuine positive, skilled "
                                 f"forgery negative, margin {cfg.get('pair_margin', '0.3')}) inside "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["writer_trajectory", "render_signature", "synthetic_signature"]
+__all__ = ["writer_trajectory", "catmull_rom", "render_signature", "synthetic_signature"]
 
 
 def writer_trajectory(writer: int, n_strokes: int | None = None) -> list[np.ndarray]:
@@ -30,7 +30,7 @@ def writer_trajectory(writer: int, n_strokes: int | None = None) -> list[np.ndar
     return [np.stack([s[:, 0] / span * 0.9 + 0.05, s[:, 1]], axis=1) for s in strokes]
 
 
-def _smooth(points: np.ndarray, per_segment: int = 12) -> np.ndarray:
+def catmull_rom(points: np.ndarray, per_segment: int = 12) -> np.ndarray:
     """Catmull-Rom interpolation through the control points."""
     p = np.vstack([points[:1], points, points[-1:]])
     out = []
@@ -49,7 +49,7 @@ def render_signature(strokes: list[np.ndarray], size: tuple[int, int] = (160, 40
     h, w = size
     img = np.full((h, w, 3), background, np.uint8)
     for s in strokes:
-        pts = _smooth(s) * np.array([w, h])
+        pts = catmull_rom(s) * np.array([w, h])
         cv2.polylines(img, [np.round(pts * 4).astype(np.int32)], False, ink, thickness, cv2.LINE_AA, shift=2)
     return img
 

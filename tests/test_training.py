@@ -23,8 +23,11 @@ def trained_run(tmp_path_factory):
     run = tmp / "run"
     train_main(["--data", str(data), "--out", str(run), "--cache", str(tmp / "cache"), "--epochs", "1",
                 "--qat-epochs", "1", "--steps", "2", "--batch", "8", "--height", "64", "--width", "128",
-                "--dim", "32"])
+                "--dim", "32", "--qat-freeze-bn"])
     return data, run, tmp
+
+
+TINY = ["--steps", "1", "--batch", "8", "--height", "64", "--width", "128", "--dim", "32"]
 
 
 def test_training_writes_checkpoints_and_history(trained_run):
@@ -51,3 +54,42 @@ def test_export_int8_bundle_runs_in_the_runtime(trained_run):
     e = Pipeline(out).embed(synthetic_signature(1, 0))
     assert e.shape == (32,) and np.isfinite(e).all()
     assert "sigcomp2011_dutch" in manifest["parity"]
+
+
+def test_synthetic_pretraining_then_fine_tuning_from_it(trained_run, tmp_path, caplog):
+    from training.train_embedder import main as train_main
+
+    data, _, _ = trained_run
+    common = ["--data", str(data), "--cache", str(tmp_path / "cache"), *TINY]
+    pre = tmp_path / "pre"
+    train_main([*common, "--out", str(pre), "--synthetic", "6", "--epochs", "1", "--qat-epochs", "0",
+                "--pair-writers", "2", "--batch", "16"])
+    state = json.loads((pre / "state.json").read_text())
+    assert state["phase"] == "done" and state["config"]["synthetic"] == "6"
+    assert list((tmp_path / "cache").glob("synthetic_*.npz"))
+    caplog.set_level("INFO", logger="train_embedder")
+    train_main([*common, "--out", str(tmp_path / "ft"), "--init", str(pre / "float.h5"), "--epochs", "1",
+                "--qat-epochs", "0"])
+    assert any("starts from" in r.getMessage() and "pre" in r.getMessage() for r in caplog.records)
+
+
+def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_path):
+    from export.export_embedder import export
+    from sigedge import Pipeline
+    from sigedge.errors import UsageError
+    from sigedge.synth import synthetic_signature
+    from training.train_embedder import main as train_main
+
+    data, _, _ = trained_run
+    run = tmp_path / "signet"
+    with pytest.raises(SystemExit):
+        train_main(["--data", str(data), "--out", str(run), "--arch", "signet", "--qat-epochs", "1", *TINY])
+    train_main(["--data", str(data), "--out", str(run), "--cache", str(tmp_path / "cache"), "--arch", "signet",
+                "--epochs", "1", "--qat-epochs", "0", *TINY])
+    assert (run / "float.h5").exists() and not (run / "qat.h5").exists()
+    with pytest.raises(UsageError):
+        export(run, tmp_path / "b", int8=True, data_root=data, cache=tmp_path / "cache")
+    manifest = export(run, tmp_path / "b", int8=False, data_root=data, cache=tmp_path / "cache")
+    assert manifest["training"]["architecture"].startswith("SigNet")
+    assert "--arch signet" in manifest["training"]["command"]
+    assert Pipeline(tmp_path / "b").embed(synthetic_signature(2, 0)).shape == (32,)

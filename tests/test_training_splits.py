@@ -66,3 +66,34 @@ def test_fused_rows_score_the_mean_of_both_cosines():
     f = fused(a, b)
     np.testing.assert_allclose(f @ f.T, (a @ a.T + b @ b.T) / 2, atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0)
+
+
+def _fold(k: int, methods: dict[str, float]) -> dict:
+    """A crossval fold record with the given skilled EER per method."""
+    report = {m: {"eer_skilled": e, "eer_random": e / 2, "frr_at_far1_skilled": 0.5} for m, e in methods.items()}
+    cm = {m: {"eer_random": 0.1, "eer_same_name": 0.2} for m in methods}
+    cost = {m: {"model_bytes": 1000 * (i + 1), "latency_ms_p50": float(i)} for i, m in enumerate(methods)}
+    return {"fold": k, "sigcomp2011_dutch": report, "cross_media_chinese": cm, "cost": cost}
+
+
+def test_crossval_summary_averages_a_baseline_only_over_its_folds():
+    from crossval import method_names, summary
+
+    base = {"int8": 0.2, "float": 0.2, "hog": 0.3, "int8+hog": 0.25}
+    folds = [_fold(0, {**base, "signet": 0.4}), _fold(1, {**base, "int8": 0.3})]
+    assert method_names(folds) == ["int8", "float", "hog", "int8+hog", "signet"]
+    res = summary(folds)
+    assert res["int8"]["folds"] == [0, 1] and abs(res["int8"]["sigcomp_eer_skilled"] - 0.25) < 1e-12
+    assert res["signet"]["folds"] == [0] and abs(res["signet"]["sigcomp_eer_skilled"] - 0.4) < 1e-12
+    assert res["signet"]["model_bytes"] == 5000
+
+
+def test_crossval_baseline_argument():
+    import argparse
+
+    from crossval import parse_baseline
+
+    assert parse_baseline("signet:2=runs/s2/bundle") == ("signet", 2, Path("runs/s2/bundle"))
+    for bad in ("signet", "int8:0=x", ":0=x", "signet:x=y"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_baseline(bad)

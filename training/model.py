@@ -33,6 +33,46 @@ def build_embedder(height: int = 128, width: int = 256, alpha: float = 0.35, dim
     return keras.Model(inp, out, name="sigedge_embedder")
 
 
+def build_signet(height: int = 150, width: int = 220, dim: int = 2048) -> keras.Model:
+    """The SigNet architecture (Hafemann et al., 2017), the baseline of the side-by-side report.
+
+    Five convolutions (96x11x11/4, 256x5x5, 384x3x3, 384x3x3, 256x3x3) with batch norm,
+    three max-pools, and two fully connected layers of ``dim`` units whose last output is
+    the embedding: about 15.8 M parameters at 150x220, 63 MB in float32. Trained here with
+    the sigedge objective and data, float only, to answer whether a model 60x larger does
+    better on the same writers.
+    """
+    inp = keras.Input((height, width, 1), name="image")
+
+    def conv_bn(x, filters, kernel, stride=1, name=""):
+        x = keras.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=name)(x)
+        x = keras.layers.BatchNormalization(momentum=0.99, name=name + "_bn")(x)
+        return keras.layers.ReLU(name=name + "_relu")(x)
+
+    x = conv_bn(inp, 96, 11, 4, "conv1")
+    x = keras.layers.MaxPooling2D(3, 2, name="pool1")(x)
+    x = conv_bn(x, 256, 5, 1, "conv2")
+    x = keras.layers.MaxPooling2D(3, 2, name="pool2")(x)
+    x = conv_bn(x, 384, 3, 1, "conv3")
+    x = conv_bn(x, 384, 3, 1, "conv4")
+    x = conv_bn(x, 256, 3, 1, "conv5")
+    x = keras.layers.MaxPooling2D(3, 2, name="pool3")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(dim, use_bias=False, name="fc1")(x)
+    x = keras.layers.ReLU(name="fc1_relu")(keras.layers.BatchNormalization(momentum=0.99, name="fc1_bn")(x))
+    x = keras.layers.Dense(dim, name="embedding")(x)
+    return keras.Model(inp, x, name="signet")
+
+
+def build_model(arch: str, height: int, width: int, alpha: float, dim: int) -> keras.Model:
+    """The embedder of a training run's ``--arch``."""
+    if arch == "mobilenetv2":
+        return build_embedder(height, width, alpha, dim, dropout=0.2)
+    if arch == "signet":
+        return build_signet(height, width, dim)
+    raise ValueError(f"unknown architecture {arch!r}")
+
+
 def quantize_aware(model: keras.Model) -> keras.Model:
     """Wrap a float embedder for quantization-aware training (same weights)."""
     import tensorflow_model_optimization as tfmot

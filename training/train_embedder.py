@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -29,7 +30,8 @@ from sigedge.scoring import l2_normalize  # noqa: E402
 from training import data as D  # noqa: E402
 from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
 from training.augment import augment  # noqa: E402
-from training.model import CosFaceHead, build_embedder, quantize_aware  # noqa: E402
+from training.model import CosFaceHead, build_model, quantize_aware  # noqa: E402
+from training.synthsig import make_synthetic_set  # noqa: E402
 
 log = logging.getLogger("train_embedder")
 
@@ -49,6 +51,17 @@ def parse_args(argv=None):
                         "block (4 genuines + 2 forgeries each) to a triplet ranking loss (0: off)")
     p.add_argument("--pair-weight", type=float, default=1.0, help="weight of the ranking loss")
     p.add_argument("--pair-margin", type=float, default=0.3, help="cosine margin of the ranking loss")
+    p.add_argument("--arch", choices=("mobilenetv2", "signet"), default="mobilenetv2",
+                   help="mobilenetv2: the shipped embedder; signet: the float SigNet baseline of the "
+                        "side-by-side report (no QAT; use --qat-epochs 0 --height 150 --width 220 --dim 2048)")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="pre-train on this many procedural signers (training/synthsig.py) instead of the "
+                        "real training writers; validation stays on real writers")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start the float phase from these embedder weights (e.g. a --synthetic run's float.h5)")
+    p.add_argument("--qat-freeze-bn", action="store_true",
+                   help="keep batch-norm statistics fixed during quantization-aware training, so the "
+                        "quantisation ranges are learned against the statistics the float model ends with")
     p.add_argument("--fold", type=int, default=0,
                    help="which block of writers is held out for validation (0: the shipped split; "
                         "1-3: the other sigcomp2011_dutch folds of benchmarks/crossval.py)")
@@ -114,6 +127,11 @@ def validate(model, val_sets) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.pair_writers * (PAIR_GENUINES + PAIR_FORGERIES) > args.batch:
+        raise SystemExit(f"--pair-writers {args.pair_writers} needs a batch of at least "
+                         f"{args.pair_writers * (PAIR_GENUINES + PAIR_FORGERIES)}")
+    if args.arch == "signet" and args.qat_epochs:
+        raise SystemExit("--arch signet is a float baseline: pass --qat-epochs 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     tf.keras.utils.set_random_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -127,16 +145,25 @@ def main(argv=None):
         rng = np.random.default_rng(args.seed)
         train = [train[i] for i in sorted(rng.choice(len(train), args.limit, replace=False))]
         val = [s for s in val if s.dataset == "sigcomp2011_dutch"][: args.limit]
-    identities = sorted({s.identity for s in train})
-    ident_index = {k: i for i, k in enumerate(identities)}
-    labels = np.array([ident_index[s.identity] for s in train])
-    counts = {ds: sum(s.dataset == ds for s in train) for ds in DATASET_WEIGHTS}
-    weights = np.array([DATASET_WEIGHTS[s.dataset] / counts[s.dataset] for s in train])
-    log.info("train: %d samples, %d identities; val: %d samples", len(train), len(identities), len(val))
-
     t0 = time.time()
-    train_canv = D.preprocess(train, CACHE_OPTS, args.cache)
-    log.info("preprocessed train in %.0fs", time.time() - t0)
+    if args.synthetic:
+        synth = make_synthetic_set(args.synthetic, seed=args.seed, out_hw=(CACHE_OPTS.height, CACHE_OPTS.width),
+                                   cache_dir=args.cache)
+        train_canv, labels = synth.canvases, synth.labels()
+        n_classes = int(labels.max()) + 1
+        weights = np.ones(len(labels))
+        pair_groups = synth.groups() if args.pair_writers else None
+    else:
+        identities = sorted({s.identity for s in train})
+        ident_index = {k: i for i, k in enumerate(identities)}
+        labels = np.array([ident_index[s.identity] for s in train])
+        n_classes = len(identities)
+        counts = {ds: sum(s.dataset == ds for s in train) for ds in DATASET_WEIGHTS}
+        weights = np.array([DATASET_WEIGHTS[s.dataset] / counts[s.dataset] for s in train])
+        train_canv = D.preprocess(train, CACHE_OPTS, args.cache)
+        pair_groups = skilled_groups(train) if args.pair_writers else None
+    log.info("train: %d samples, %d classes (made in %.0fs); val: %d samples", len(labels), n_classes,
+             time.time() - t0, len(val))
     val_opts = NormalizeOptions(height=args.height, width=args.width)
     val_sets = {}
     for ds in ("sigcomp2011_dutch", "ssbi", "cross_media_chinese"):
@@ -145,8 +172,8 @@ def main(argv=None):
             key = (lambda s: s.identity) if ds == "cross_media_chinese" else (lambda s: s.writer)
             val_sets[ds] = (D.preprocess(vs, val_opts, args.cache), [key(s) for s in vs], [s.kind for s in vs])
 
-    model = build_embedder(args.height, args.width, args.alpha, args.dim)
-    head = CosFaceHead(args.dim, len(identities), seed=args.seed)
+    model = build_model(args.arch, args.height, args.width, args.alpha, args.dim)
+    head = CosFaceHead(args.dim, n_classes, seed=args.seed)
     state_path = args.out / "state.json"
     state = {"epoch": 0, "phase": "float", "history": []}
     if args.resume and state_path.exists():
@@ -172,7 +199,6 @@ def main(argv=None):
             return loss, acc
         return step
 
-    pair_groups = skilled_groups(train) if args.pair_writers else None
     maker = BatchMaker(train_canv, labels, weights, args.batch, hw, args.seed + state["epoch"],
                        pair_groups=pair_groups, pair_writers=args.pair_writers)
     try:
@@ -180,6 +206,9 @@ def main(argv=None):
             if state["epoch"] > 0:
                 model.load_weights(args.out / "float.h5")
                 head.w.assign(np.load(args.out / "head.npy"))
+            elif args.init:
+                model.load_weights(args.init)
+                log.info("float phase starts from %s", args.init)
             opt = tf.keras.optimizers.Adam(args.lr)
             step = make_step(model, opt)
             for epoch in range(state["epoch"], args.epochs):
@@ -193,29 +222,36 @@ def main(argv=None):
                 log.info("epoch %d val %s", epoch + 1, metrics)
             state.update(phase="qat", epoch=0)
             state_path.write_text(json.dumps(state, indent=1))
-        # Quantization-aware fine-tuning from the float weights, at a low learning rate.
-        model.load_weights(args.out / "float.h5")
-        head.w.assign(np.load(args.out / "head.npy"))
-        qat = quantize_aware(model)
-        if state["epoch"] > 0:
-            qat.load_weights(args.out / "qat.h5")
-        opt = tf.keras.optimizers.Adam(args.lr * 0.02)
-        step = make_step(qat, opt)
-        for epoch in range(state["epoch"], args.qat_epochs):
-            run_epoch(step, maker, args.steps, epoch, "qat", opt, lambda _: args.lr * 0.02)
-            qat.save_weights(args.out / "qat.h5")
-            metrics = validate(qat, val_sets)
-            state.update(epoch=epoch + 1)
-            state["history"].append({"phase": "qat", "epoch": epoch + 1, **flat(metrics)})
-            state_path.write_text(json.dumps(state, indent=1))
-            log.info("qat epoch %d val %s", epoch + 1, metrics)
-        if args.qat_epochs == 0:
-            qat.save_weights(args.out / "qat.h5")
+        if args.arch == "mobilenetv2":  # the SigNet baseline stays float
+            quantization_aware_phase(args, model, head, maker, make_step, val_sets, state, state_path)
         state["phase"] = "done"
         state["config"] = {k: str(v) for k, v in vars(args).items()}
         state_path.write_text(json.dumps(state, indent=1))
     finally:
         maker.close()
+
+
+def quantization_aware_phase(args, model, head, maker, make_step, val_sets, state, state_path) -> None:
+    """Quantization-aware fine-tuning from the float weights, at a low learning rate."""
+    model.load_weights(args.out / "float.h5")
+    head.w.assign(np.load(args.out / "head.npy"))
+    if args.qat_freeze_bn:
+        freeze_batch_norm(model)
+    qat = quantize_aware(model)
+    if state["epoch"] > 0:
+        qat.load_weights(args.out / "qat.h5")
+    opt = tf.keras.optimizers.Adam(args.lr * 0.02)
+    step = make_step(qat, opt)
+    for epoch in range(state["epoch"], args.qat_epochs):
+        run_epoch(step, maker, args.steps, epoch, "qat", opt, lambda _: args.lr * 0.02)
+        qat.save_weights(args.out / "qat.h5")
+        metrics = validate(qat, val_sets)
+        state.update(epoch=epoch + 1)
+        state["history"].append({"phase": "qat", "epoch": epoch + 1, **flat(metrics)})
+        state_path.write_text(json.dumps(state, indent=1))
+        log.info("qat epoch %d val %s", epoch + 1, metrics)
+    if args.qat_epochs == 0:
+        qat.save_weights(args.out / "qat.h5")
 
 
 def skilled_groups(train) -> dict:
@@ -245,6 +281,15 @@ def skilled_ranking_loss(emb, group, forged, margin: float, scale: float = 10.0)
     losses = tf.nn.softplus(scale * gap) / scale
     n = tf.reduce_sum(tf.cast(valid, tf.float32))
     return tf.reduce_sum(tf.where(valid, losses, 0.0)) / tf.maximum(n, 1.0)
+
+
+def freeze_batch_norm(model) -> None:
+    """Batch-norm layers run in inference mode from now on (moving statistics and affine fixed)."""
+    import tf_keras as keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 def flat(metrics: dict) -> dict:
