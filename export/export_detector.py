@@ -187,7 +187,7 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
             "training": {"command": "python -m training.train_detector --out " + str(run) + " " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
                 if k in ("epochs", "qat_epochs", "steps", "batch", "seed", "lr", "alpha", "synthetic_pages",
-                         "synthetic_share", "ema", "init") and v != "None"),
+                         "synthetic_share", "ema", "init", "page_style") and v != "None"),
                 "split_seed": DD.SPLIT_SEED,
                 "architecture": f"MobileNetV2 alpha={alpha} + FPN-lite centre-heatmap head, stride 8, "
                                 f"trained on 320x320 crops, exported at {SIZE}x{SIZE}x1",

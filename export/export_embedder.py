@@ -133,7 +133,7 @@ def decision_band(thresholds: dict) -> dict:
 
 #: Options of a run's config that its retraining command repeats (the rest are defaults or paths).
 TRAINING_FLAGS = ("arch", "height", "width", "dim", "epochs", "qat_epochs", "steps", "batch", "seed", "lr",
-                  "pair_writers", "fold", "init", "qat_freeze_bn", "synthetic")
+                  "pair_writers", "max_rotation", "fold", "init", "qat_freeze_bn", "synthetic")
 
 
 def training_command(run: Path, cfg: dict[str, str]) -> str:
@@ -141,7 +141,7 @@ def training_command(run: Path, cfg: dict[str, str]) -> str:
     parts = ["python -m training.train_embedder --out", str(run)]
     for k in TRAINING_FLAGS:
         v = cfg.get(k)
-        if v is None or v in ("None", "False") or (k, v) in (("arch", "mobilenetv2"), ("synthetic", "0")):
+        if v is None or v in ("None", "False") or (k, v) in (("arch", "mobilenetv2"), ("synthetic", "0"), ("max_rotation", "8.0")):
             continue
         parts.append(f"--{k.replace('_', '-')}" + ("" if v == "True" else f" {v}"))
     return " ".join(parts)

@@ -14,9 +14,14 @@ import numpy as np
 from sigedge.normalize import crop_to_ink, fit_to_canvas
 
 
-def random_affine(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+#: Rotation range (degrees, either way) of the shipped recipe's pose augmentation.
+DEFAULT_MAX_ROTATION = 8.0
+
+
+def random_affine(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+                  max_rotation: float = DEFAULT_MAX_ROTATION) -> np.ndarray:
     h, w = img.shape
-    angle = rng.uniform(-8, 8) * strength
+    angle = rng.uniform(-max_rotation, max_rotation) * strength
     sx = np.exp(rng.uniform(-0.15, 0.15) * strength)
     sy = np.exp(rng.uniform(-0.15, 0.15) * strength)
     shear = rng.uniform(-0.25, 0.25) * strength
@@ -64,9 +69,10 @@ def scan(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def augment(img: np.ndarray, rng: np.random.Generator, out_hw: tuple[int, int], margin: float = 0.04) -> np.ndarray:
+def augment(img: np.ndarray, rng: np.random.Generator, out_hw: tuple[int, int], margin: float = 0.04,
+            max_rotation: float = DEFAULT_MAX_ROTATION) -> np.ndarray:
     """One augmented model canvas (uint8, out_hw) from a cached high-res canvas."""
-    x = random_affine(img, rng)
+    x = random_affine(img, rng, max_rotation=max_rotation)
     if rng.random() < 0.4:
         x = elastic(x, rng, alpha=rng.uniform(1.0, 3.0))
     x = pen(x, rng)

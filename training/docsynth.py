@@ -88,11 +88,24 @@ def signature_ink(image: np.ndarray, max_width: int) -> np.ndarray | None:
     return ink
 
 
+#: Page styles. 1: the layouts detector v0.1/v0.2 trained on. 2 adds what their validation
+#: failures showed real pages have and style 1 lacked: rows of 2-4 signatures side by side
+#: (certificates, contracts with several signatories, witnesses) with a handwritten date in
+#: some slots, letterheads set in script type, and documents that fill only part of the
+#: image (photographed or web-sized, sometimes two side by side).
+PAGE_STYLES = (1, 2)
+CAPTIONS = ("President", "Secretary", "Witness", "Director", "Treasurer", "Chairman", "Date", "Notary",
+            "Signature of applicant", "Authorized officer")
+
+
 class PageSynth:
     """Draws synthetic pages; one instance per thread (it holds a PIL font cache)."""
 
-    def __init__(self, pool: SignaturePool | None, seed: int = 0):
+    def __init__(self, pool: SignaturePool | None, seed: int = 0, style: int = PAGE_STYLES[-1]):
+        if style not in PAGE_STYLES:
+            raise ValueError(f"page style must be one of {PAGE_STYLES}, not {style}")
         self.pool = pool
+        self.style = style
         self.rng = np.random.default_rng(seed)
         self.fonts = font_files()
         self._font_cache: dict = {}
@@ -197,24 +210,44 @@ class PageSynth:
 
     def _logo(self, page, x, y, size) -> None:
         r = self.rng
+        if self.style >= 2 and r.random() < 0.35:
+            self._script_letterhead(page, x, y, size)
+            return
         if r.random() < 0.5:
             cv2.circle(page, (x + size // 2, y + size // 2), size // 2, int(r.integers(0, 120)), -1)
         else:
             cv2.rectangle(page, (x, y), (x + size, y + size), int(r.integers(0, 120)), -1)
         self._text(page, (x + size + 10, y + size // 4), self._words(2).upper(), int(size * 0.5))
 
-    def _signature(self, page, x, y, target_w) -> tuple[int, int, int, int] | None:
-        """Paste a real signature with its top-left near (x, y); returns its ink box."""
+    def _script_letterhead(self, page, x, y, size) -> None:
+        """A company name set in a script typeface: cursive, large, and not a signature."""
+        r = self.rng
+        text = self._words(int(r.integers(1, 3))).title()
+        face = HERSHEY_SCRIPT[r.integers(len(HERSHEY_SCRIPT))]
+        scale = size / r.uniform(28.0, 40.0)
+        thick = max(2, int(round(size / r.uniform(12, 20))))
+        cv2.putText(page, text, (x, y + size), face, scale, int(r.integers(0, 80)), thick, cv2.LINE_AA)
+        if r.random() < 0.6:
+            self._text(page, (x + int(size * 0.5), y + int(size * 1.25)), self._words(3).upper(), max(8, size // 4))
+
+    def _signature(self, page, x, y, target_w, max_h: int | None = None,
+                   bottom_at: int | None = None) -> tuple[int, int, int, int] | None:
+        """Paste a real signature with its top-left near (x, y) (or its bottom at
+        ``bottom_at``), at most ``max_h`` tall; returns its ink box."""
         r = self.rng
         ink = self.pool.inks[r.integers(len(self.pool.inks))]
         h, w = ink.shape
         scale = target_w / w
+        if max_h is not None and h * scale > max_h:
+            scale = max_h / h
         nw, nh = max(4, int(w * scale)), max(4, int(h * scale * r.uniform(0.8, 1.2)))
         ink = cv2.resize(ink, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         if r.random() < 0.3:  # a slanted or rotated signature
             m = cv2.getRotationMatrix2D((nw / 2, nh / 2), r.uniform(-12, 12), 1.0)
             ink = cv2.warpAffine(ink, m, (nw, nh))
         H, W = page.shape
+        if bottom_at is not None:
+            y = bottom_at - nh
         x, y = int(np.clip(x, 0, W - nw)), int(np.clip(y, 0, H - nh))
         if nw >= W or nh >= H:
             return None
@@ -250,7 +283,10 @@ class PageSynth:
             if y > H - margin - base * 3:
                 break
             if b in sig_blocks and self.pool is not None:
-                y = self._signature_block(page, margin, y, W, H, base, boxes)
+                if self.style >= 2 and r.random() < 0.3:
+                    y = self._signature_row(page, margin, y, W, base, boxes)
+                else:
+                    y = self._signature_block(page, margin, y, W, H, base, boxes)
                 continue
             kind = r.random()
             if kind < 0.55:
@@ -303,6 +339,56 @@ class PageSynth:
             self._text(page, (x, bottom + 4), self._words(int(r.integers(2, 4))).title(), base)
         return bottom + base * 2
 
+    def _signature_row(self, page, margin, y, W, base, boxes) -> int:
+        """2-4 signing slots side by side, each a line with a caption under it.
+
+        Most slots are signed; some hold a handwritten date instead (a hard negative in
+        the very place a signature is expected) and some stay blank.
+        """
+        r = self.rng
+        slots = int(r.integers(2, 5))
+        slot_w = (W - 2 * margin) // slots
+        room = int(max(base * 2.5, slot_w * r.uniform(0.2, 0.35)))  # height left for the signatures
+        bottom = y
+        for k in range(slots):
+            x = margin + k * slot_w + int(slot_w * r.uniform(0.05, 0.15))
+            line_w = int(slot_w * r.uniform(0.6, 0.85))
+            line_y = y + room
+            what = r.random()
+            if what < 0.75:
+                target_w = int(line_w * r.uniform(0.5, 0.95))
+                box = self._signature(page, x + int(r.integers(0, max(1, line_w - target_w))), 0, target_w,
+                                      max_h=room, bottom_at=line_y + int(room * r.uniform(-0.05, 0.25)))
+                if box is not None:
+                    boxes.append(box)
+                    bottom = max(bottom, box[3])
+            elif what < 0.9:
+                self._handwriting(page, (x, line_y - int(base * 1.6)), int(base * r.uniform(1.0, 1.5)))
+            cv2.line(page, (x, line_y), (x + line_w, line_y), int(r.integers(20, 60)), 1)
+            self._text(page, (x, line_y + 4), str(r.choice(CAPTIONS)), int(base * 0.8))
+            bottom = max(bottom, line_y + base * 2)
+        return bottom + base
+
+    def _inset(self, img: np.ndarray, boxes: np.ndarray, tone: float) -> tuple[np.ndarray, np.ndarray]:
+        """The document photographed or web-sized: it fills only part of the image, and
+        sometimes a copy of it sits beside it (two certificates on one scan)."""
+        r = self.rng
+        H, W = img.shape
+        scale = r.uniform(0.45, 0.8)
+        nh, nw = int(H * scale), int(W * scale)
+        small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        twice = r.random() < 0.4
+        CW = int(nw * 2.1) if twice else int(nw / r.uniform(0.6, 0.9))
+        CH = max(nh + 2, int(max(CW, nh) * r.uniform(0.7, 1.0)))
+        canvas = np.full((CH, CW), float(255 * tone * r.uniform(0.9, 1.0)), np.float32)
+        out = []
+        for k in range(2 if twice else 1):
+            ox = int(k * nw * 1.05) + (0 if twice else int(r.integers(0, max(1, CW - nw))))
+            oy = int(r.integers(0, max(1, CH - nh)))
+            canvas[oy:oy + nh, ox:ox + nw] = small
+            out.append(boxes * scale + np.array([ox, oy, ox, oy], np.float32))
+        return canvas, np.concatenate(out).reshape(-1, 4)
+
     def _degrade(self, page: np.ndarray, boxes: np.ndarray, out_size: int) -> tuple[np.ndarray, np.ndarray]:
         r = self.rng
         H, W = page.shape
@@ -316,6 +402,9 @@ class PageSynth:
             m = cv2.getRotationMatrix2D((W / 2, H / 2), angle, 1.0)
             img = cv2.warpAffine(img, m, (W, H), borderValue=float(255 * tone))
             boxes = _rotate_boxes(boxes, m)
+        if self.style >= 2 and r.random() < 0.15:
+            img, boxes = self._inset(img, boxes, tone)
+            H, W = img.shape
         # To the model's square: stretched like the real export, or letterboxed like the runtime.
         if r.random() < 0.5:
             sx, sy = out_size / W, out_size / H

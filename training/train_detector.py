@@ -37,7 +37,7 @@ from training import data as D  # noqa: E402
 from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
 from training import detector_data as DD  # noqa: E402
 from training.detector_model import STRIDE, build_detector, detection_loss, quantize_aware  # noqa: E402
-from training.docsynth import PageSynth, SignaturePool  # noqa: E402
+from training.docsynth import PAGE_STYLES, PageSynth, SignaturePool  # noqa: E402
 
 log = logging.getLogger("train_detector")
 
@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--synthetic-pages", type=int, default=1200, help="pre-generated synthetic pages")
     p.add_argument("--synthetic-share", type=float, default=0.5, help="share of crops from synthetic pages")
     p.add_argument("--signatures", type=int, default=1500, help="real signatures in the pasting pool")
+    p.add_argument("--page-style", type=int, choices=PAGE_STYLES, default=PAGE_STYLES[-1],
+                   help="synthetic page layouts (training/docsynth.py PAGE_STYLES; detector v0.1/v0.2 used 1)")
     p.add_argument("--limit", type=int, default=0, help="use only N real pages (smoke tests)")
     p.add_argument("--init", type=Path, default=None, help="start the float phase from these weights (float.h5 "
                    "of an earlier run), e.g. to fine-tune with another data mix")
@@ -75,11 +77,13 @@ def signature_pool(args) -> SignaturePool:
 
 
 def synthetic_pages(args, pool: SignaturePool, n: int, seed: int, p_empty: float = 0.15) -> list:
-    cache = args.cache / f"docsynth_{n}_{seed}_{len(pool.inks)}_{p_empty}.npz"
+    style = getattr(args, "page_style", 1)
+    suffix = "" if style == 1 else f"_style{style}"  # style 1 keeps the cache name it was made under
+    cache = args.cache / f"docsynth_{n}_{seed}_{len(pool.inks)}_{p_empty}{suffix}.npz"
     if cache.exists():
         with np.load(cache) as z:
             return [(z[f"p{i}"], z[f"b{i}"]) for i in range(n)]
-    synth = PageSynth(pool, seed=seed)
+    synth = PageSynth(pool, seed=seed, style=style)
     pages = []
     for i in range(n):
         pages.append(synth.page(EXPORT_SIZE, p_empty=p_empty))

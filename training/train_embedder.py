@@ -29,7 +29,7 @@ from sigedge.normalize import NormalizeOptions  # noqa: E402
 from sigedge.scoring import l2_normalize  # noqa: E402
 from training import data as D  # noqa: E402
 from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
-from training.augment import augment  # noqa: E402
+from training.augment import DEFAULT_MAX_ROTATION, augment  # noqa: E402
 from training.model import CosFaceHead, build_model, quantize_aware  # noqa: E402
 from training.synthsig import make_synthetic_set  # noqa: E402
 
@@ -62,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--qat-freeze-bn", action="store_true",
                    help="keep batch-norm statistics fixed during quantization-aware training, so the "
                         "quantisation ranges are learned against the statistics the float model ends with")
+    p.add_argument("--max-rotation", type=float, default=DEFAULT_MAX_ROTATION,
+                   help="rotation range of the pose augmentation, degrees either way (scans arrive rotated "
+                        "by up to ~15 degrees; the robustness benchmark rotates by +-15)")
     p.add_argument("--fold", type=int, default=0,
                    help="which block of writers is held out for validation (0: the shipped split; "
                         "1-3: the other sigcomp2011_dutch folds of benchmarks/crossval.py)")
@@ -80,8 +83,10 @@ class BatchMaker(BackgroundBatches):
     comes with its block number (-1 outside blocks) and a forgery flag.
     """
 
-    def __init__(self, canvases, labels, weights, batch, hw, seed, prefetch=6, pair_groups=None, pair_writers=0):
+    def __init__(self, canvases, labels, weights, batch, hw, seed, prefetch=6, pair_groups=None, pair_writers=0,
+                 max_rotation=DEFAULT_MAX_ROTATION):
         self.canvases, self.labels, self.batch, self.hw = canvases, labels, batch, hw
+        self.max_rotation = max_rotation
         self.p = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
         self.pair_groups = list(pair_groups.values()) if pair_groups else []
@@ -106,7 +111,8 @@ class BatchMaker(BackgroundBatches):
 
     def _batch(self):
         idx, group, forged = self._indices()
-        x = np.stack([augment(self.canvases[i], self.rng, self.hw) for i in idx]).astype(np.float32) / 255.0
+        x = np.stack([augment(self.canvases[i], self.rng, self.hw, max_rotation=self.max_rotation)
+                      for i in idx]).astype(np.float32) / 255.0
         return x[..., None], self.labels[idx].astype(np.int32), group, forged
 
 
@@ -200,7 +206,7 @@ def main(argv=None):
         return step
 
     maker = BatchMaker(train_canv, labels, weights, args.batch, hw, args.seed + state["epoch"],
-                       pair_groups=pair_groups, pair_writers=args.pair_writers)
+                       pair_groups=pair_groups, pair_writers=args.pair_writers, max_rotation=args.max_rotation)
     try:
         if state["phase"] == "float":
             if state["epoch"] > 0:
