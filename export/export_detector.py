@@ -7,10 +7,10 @@ Writes ``detector_int8.tflite`` (full-integer, from the quantization-aware weigh
 real training pages as the representative dataset) and ``detector_float.tflite`` at
 640x640, both run through the *runtime's* decoder (``sigedge.detect.Detector``) on:
 
-* the training documents, to choose the score threshold (best F1 at IoU 0.5);
-* the validation documents (page-disjoint), for the reported precision, recall, mAP;
-* generated pages without any signature (a seed never used in training), for the share
-  of such pages that get no box above the threshold.
+* generated pages without any signature (a seed never used in training), to choose the
+  score threshold: the lowest at which 95 % of them get no box (``EMPTY_PAGE_TARGET``);
+* the training documents, for the F1 there at that threshold;
+* the validation documents (page-disjoint), for the reported precision, recall, mAP.
 
 Adds the ``detector`` / ``detector_float`` entries and a ``detection`` report to the
 bundle's ``manifest.json``, leaving the embedder entries as they are.
@@ -43,6 +43,13 @@ log = logging.getLogger("export_detector")
 SIZE = 640
 NMS_IOU = 0.5
 NEGATIVE_PAGE_SEED = 777  # generated signature-free pages; training used other seeds
+#: Share of generated signature-free pages that must come out without a box at the shipped
+#: threshold. Issue 5 asks for at least 90 %; the margin covers the spread between sets of
+#: generated pages. The threshold is the operating point this false-alarm budget allows,
+#: chosen without any labelled page: best F1 on the training pages (the earlier rule) sat
+#: high because the model is over-confident on pages it was trained on.
+EMPTY_PAGE_TARGET = 0.95
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.95, 0.025), 3)
 INPUT_NORMALISATION = "sigedge.detect.letterbox: gray page (darkest channel) letterboxed, paper 0, ink 1"
 
 
@@ -101,17 +108,16 @@ def truth(pages) -> dict:
     return {str(k): b for k, (_, b) in enumerate(pages)}
 
 
-def best_f1_threshold(preds: dict, gt: dict) -> tuple[float, float]:
-    best = (0.0, 0.3)
-    for t in np.round(np.arange(0.05, 0.95, 0.025), 3):
-        f1 = evaluate_detections(preds, gt, score_threshold=float(t)).f1
-        if f1 > best[0] + 1e-9:
-            best = (f1, float(t))
-    return best[1], best[0]
-
-
 def empty_page_pass_rate(preds: dict, threshold: float) -> float:
     return float(np.mean([not np.any(s >= threshold) for _, s in preds.values()]))
+
+
+def empty_page_threshold(negative_preds: dict, target: float = EMPTY_PAGE_TARGET) -> float:
+    """The lowest grid threshold at which at least ``target`` of the signature-free pages get no box."""
+    for t in THRESHOLD_GRID:
+        if empty_page_pass_rate(negative_preds, float(t)) >= target:
+            return float(t)
+    return float(THRESHOLD_GRID[-1])
 
 
 def latency_ms(det: Detector, page: np.ndarray, repeat: int = 20) -> float:
@@ -135,7 +141,8 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
 
     root = data_root or D.DEFAULT_DATA_ROOT
     state = json.loads((run / "state.json").read_text())
-    cfg = state.get("config", {})
+    # runs from before --page-style existed were trained on style-1 pages
+    cfg = {"page_style": "1", **state.get("config", {})}
     alpha = float(cfg.get("alpha", 0.35))
     train_names, val_names = DD.split_documents(root)
     train_pages, val_pages = DD.load_pages(root, train_names), DD.load_pages(root, val_names)
@@ -163,11 +170,12 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
         report, thresholds = {}, {}
         for role, path in files.items():
             det = detector_for(path)
-            tp = predict(det, train_pages)
-            thr, f1_train = best_f1_threshold(tp, truth(train_pages))
+            neg_preds = predict(det, negatives)
+            thr = empty_page_threshold(neg_preds)
+            neg = empty_page_pass_rate(neg_preds, thr)
+            f1_train = evaluate_detections(predict(det, train_pages), truth(train_pages), score_threshold=thr).f1
             vp = predict(det, val_pages)
             val = evaluate_detections(vp, truth(val_pages), score_threshold=thr)
-            neg = empty_page_pass_rate(predict(det, negatives), thr)
             thresholds[role] = thr
             report[role] = {"score_threshold": thr, "train_f1": f1_train, "validation": val.to_dict(),
                             "signature_free_pages_without_box": neg, "negative_pages": len(negatives),
@@ -194,6 +202,9 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
                 "data": "documents_tobacco800 training documents (page-disjoint split by document, "
                         "training/splits/tobacco800_*.txt) + synthetic pages (training/docsynth.py) with real "
                         "signatures of the embedder's training writers"},
+            "threshold_rule": f"lowest score threshold (grid step 0.025) at which at least "
+                              f"{EMPTY_PAGE_TARGET:.0%} of {len(negatives)} generated signature-free pages "
+                              f"(training/docsynth.py, seed {NEGATIVE_PAGE_SEED}) get no box",
             "report": report,
         }
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -83,6 +83,21 @@ def test_weight_average_follows_the_weights_with_its_decay():
     np.testing.assert_allclose(off.values()[0], 3.0)
 
 
+def test_threshold_is_the_lowest_that_keeps_the_signature_free_pages_empty():
+    from export.export_detector import empty_page_pass_rate, empty_page_threshold
+
+    no_box = (np.zeros((0, 4)), np.zeros(0))
+    # 20 pages: 18 without any candidate, one with a 0.30 box, one with a 0.62 box
+    pages = {f"p{i}": no_box for i in range(18)}
+    pages["a"] = (np.zeros((1, 4)), np.array([0.30]))
+    pages["b"] = (np.zeros((1, 4)), np.array([0.62]))
+    assert empty_page_threshold(pages, target=0.9) == 0.05  # two boxed pages of 20 are allowed
+    assert empty_page_threshold(pages, target=0.95) == 0.325  # one: the 0.30 box must fall below
+    assert empty_page_pass_rate(pages, 0.325) == 0.95
+    assert empty_page_threshold(pages, target=1.0) == 0.625
+    assert empty_page_threshold({"x": no_box}, target=1.0) == 0.05
+
+
 def test_detector_export_adds_to_a_bundle_and_runs_in_the_runtime(detector_run):
     from export.export_detector import export
     from sigedge import Pipeline
