@@ -253,6 +253,8 @@ def export(
     data: Optional[Path] = typer.Option(None, "--data", help="Signature data root (default ../shared/data)."),
     model: str = typer.Option("embedder", "--model", help="Which run this is: embedder or detector. A detector "
                               "is added to an existing bundle (--out must hold a manifest)."),
+    rescorer_run: Optional[Path] = typer.Option(None, "--rescorer-run", help="With --model detector: a "
+                                                "training/train_rescorer.py run shipped as its second stage."),
 ) -> None:
     """Convert a trained run to TFLite (int8 with --int8), check parity, write a bundle. Needs the train extra."""
     with command_errors():
@@ -270,10 +272,14 @@ def export(
                 raise UsageError(f"{out}: no manifest.json; export the embedder into it first")
             from export.export_detector import export as export_detector
 
-            detection = export_detector(run, out, data_root=data, int8=int8)
-            for role, r in detection["report"].items():
+            if rescorer_run is not None and not (rescorer_run / "state.json").is_file():
+                raise UsageError(f"{rescorer_run}: not a rescorer run (no state.json)")
+            detection = export_detector(run, out, data_root=data, int8=int8, rescorer_run=rescorer_run)
+            rows = [(role, r) for role, r in detection["report"].items()]
+            rows += [(f"{role} + rescorer", r) for role, r in detection.get("rescorer", {}).get("report", {}).items()]
+            for name, r in rows:
                 v = r["validation"]
-                typer.echo(f"{role}: {r['bytes']} bytes, threshold {r['score_threshold']:.3f}, validation "
+                typer.echo(f"{name}: {r['bytes']} bytes, threshold {r['score_threshold']:.3f}, validation "
                            f"mAP@0.5 {v['map50']:.3f}, mAP@0.5:0.95 {v['map50_95']:.3f}, P {v['precision']:.3f} "
                            f"R {v['recall']:.3f}; signature-free pages without a box "
                            f"{r['signature_free_pages_without_box']:.1%}")

@@ -20,10 +20,11 @@ import numpy as np
 from .bundle import ModelSpec
 from .detection_metrics import iou_matrix
 from .errors import ModelError
-from .interpreter import TFLiteMultiOutputModel
+from .interpreter import TFLiteModel, TFLiteMultiOutputModel
 from .normalize import to_gray
 
-__all__ = ["Detection", "DetectOptions", "Detector", "Letterbox", "letterbox", "decode_heatmap", "nms", "crop"]
+__all__ = ["Detection", "DetectOptions", "Detector", "Letterbox", "letterbox", "decode_heatmap", "nms", "crop",
+           "rescorer_input"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class DetectOptions:
     max_detections: int = 50
     #: Context added around each box when cropping, as a fraction of the box size.
     crop_padding: float = 0.08
+    #: Re-score the detector's candidates with the bundle's rescorer when it has one
+    #: (off: the detector's own scores against its own threshold).
+    rescore: bool = True
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,30 @@ def letterbox(gray: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     px, py = (size - nw) // 2, (size - nh) // 2
     canvas[py:py + nh, px:px + nw] = 1.0 - resized.astype(np.float32) / 255.0
     return canvas, Letterbox(scale, px, py, w, h)
+
+
+def rescorer_input(canvas: np.ndarray, box: tuple[float, float, float, float], height: int, width: int,
+                   context: float) -> np.ndarray:
+    """A candidate box with ``context`` of its size around it, fitted into ``height`` x ``width``.
+
+    ``canvas`` is the detector's input (paper 0, ink 1) and ``box`` is in its pixels, so the
+    rescorer sees candidates at the scale the detector was trained at, whatever the scan's
+    resolution. Aspect is kept (the rest is paper) so a long line of text does not look like
+    a compact scribble. Shared by the rescorer's training and the runtime.
+    """
+    x0, y0, x1, y1 = box
+    cw, ch = (x1 - x0) * context, (y1 - y0) * context
+    h, w = canvas.shape[:2]
+    xa, ya = min(w - 1, max(0, int(np.floor(x0 - cw)))), min(h - 1, max(0, int(np.floor(y0 - ch))))
+    xb, yb = min(w, max(xa + 1, int(np.ceil(x1 + cw)))), min(h, max(ya + 1, int(np.ceil(y1 + ch))))
+    region = np.ascontiguousarray(canvas[ya:yb, xa:xb], np.float32)
+    scale = min(width / region.shape[1], height / region.shape[0])
+    nw, nh = max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = np.zeros((height, width), np.float32)
+    px, py = (width - nw) // 2, (height - nh) // 2
+    out[py:py + nh, px:px + nw] = cv2.resize(region, (nw, nh), interpolation=interp)
+    return out
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -158,9 +186,17 @@ def _ink_reaching(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndar
 
 
 class Detector:
-    """The bundle's signature detector, run on whole pages."""
+    """The bundle's signature detector, run on whole pages.
 
-    def __init__(self, spec: ModelSpec, threads: int = 1, options: DetectOptions | None = None):
+    With a ``rescorer`` (the manifest entry's ``rescoring`` block names it), the detector's
+    candidates down to ``candidate_threshold`` (the ``max_candidates`` best of them) are each
+    cut from the detector's input and classified "signature or not"; a box's score is then
+    the geometric mean of the two probabilities and the threshold is
+    ``rescoring.score_threshold``.
+    """
+
+    def __init__(self, spec: ModelSpec, threads: int = 1, options: DetectOptions | None = None,
+                 rescorer: ModelSpec | None = None):
         self.spec = spec
         self.options = options or DetectOptions()
         raw = spec.raw
@@ -169,9 +205,20 @@ class Detector:
             self.heatmap_name, self.box_name = outs["heatmap"], outs["box"]
             dec = raw["decoding"]
             self.stride = int(dec["stride"])
-            self.score_threshold = float(self.options.score_threshold if self.options.score_threshold is not None
-                                         else dec["score_threshold"])
+            default_threshold = float(dec["score_threshold"])
             self.nms_iou = float(self.options.nms_iou if self.options.nms_iou is not None else dec["nms_iou"])
+            self._rescorer: TFLiteModel | None = None
+            rescoring = raw.get("rescoring")
+            if rescorer is not None and rescoring and self.options.rescore:
+                if rescoring.get("fusion") != "geometric_mean":
+                    raise ModelError(f"rescoring fusion {rescoring.get('fusion')!r} is not supported")
+                self.candidate_threshold = float(rescoring["candidate_threshold"])
+                self.max_rescored = int(rescoring["max_candidates"])
+                self.rescore_context = float(rescoring["context"])
+                default_threshold = float(rescoring["score_threshold"])
+                self._rescorer = self._load_rescorer(rescorer, threads)
+            self.score_threshold = float(self.options.score_threshold if self.options.score_threshold is not None
+                                         else default_threshold)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"manifest entry {spec.role!r} lacks the detector contract ({exc})") from exc
         self._model = TFLiteMultiOutputModel(spec.file, [self.heatmap_name, self.box_name], threads=threads)
@@ -183,23 +230,63 @@ class Detector:
             raise ModelError(f"{spec.file.name}: the detector input must be square")
         self.size = spec.input_height
 
+    @staticmethod
+    def _load_rescorer(spec: ModelSpec, threads: int) -> TFLiteModel:
+        model = TFLiteModel(spec.file, threads=threads)
+        expected = (1, spec.input_height, spec.input_width, 1)
+        if model.input_shape != expected:
+            raise ModelError(f"{spec.file.name}: input shape {model.input_shape} does not match the manifest's "
+                             f"{expected}")
+        if spec.raw.get("output", {}).get("kind") != "logit":
+            raise ModelError(f"{spec.file.name}: the rescorer's output must be declared a logit")
+        return model
+
     @property
     def backend(self) -> str:
         return self._model.backend
 
+    @property
+    def rescores(self) -> bool:
+        """Whether candidates are re-scored by a second model."""
+        return self._rescorer is not None
+
     def raw_outputs(self, page: np.ndarray) -> tuple[dict[str, np.ndarray], Letterbox]:
         """The model's maps for a decoded page image (gray or BGR uint8)."""
+        out, _, lb = self._run(page)
+        return out, lb
+
+    def _run(self, page: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, Letterbox]:
         canvas, lb = letterbox(to_gray(page), self.size)
-        return self._model(canvas[..., None]), lb
+        return self._model(canvas[..., None]), canvas, lb
+
+    def candidates(self, page: np.ndarray, score_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                           Letterbox]:
+        """The detector's own boxes after NMS: (input canvas, boxes in canvas pixels, scores, letterbox)."""
+        out, canvas, lb = self._run(page)
+        boxes, scores = decode_heatmap(out[self.heatmap_name], out[self.box_name], self.stride, score_threshold,
+                                       max_candidates=4 * self.options.max_detections)
+        keep = nms(boxes, scores, self.nms_iou)
+        return canvas, boxes[keep], scores[keep], lb
+
+    def rescore(self, canvas: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Geometric mean of the detector's and the rescorer's probabilities, box by box."""
+        if self._rescorer is None:
+            return scores
+        h, w = self._rescorer.input_shape[1:3]
+        p = np.array([_sigmoid(self._rescorer(rescorer_input(canvas, tuple(b), h, w, self.rescore_context)[..., None]))
+                      for b in boxes], np.float32).reshape(-1)
+        return np.sqrt(np.asarray(scores, np.float32) * p)
 
     def detect(self, page: np.ndarray, score_threshold: float | None = None) -> list[Detection]:
         """Signatures on a decoded page, best first, boxes in the page's pixels."""
-        out, lb = self.raw_outputs(page)
         thr = self.score_threshold if score_threshold is None else float(score_threshold)
-        boxes, scores = decode_heatmap(out[self.heatmap_name], out[self.box_name], self.stride, thr,
-                                       max_candidates=4 * self.options.max_detections)
-        keep = nms(boxes, scores, self.nms_iou)[: self.options.max_detections]
-        return [Detection(_to_page(boxes[i], lb), float(scores[i])) for i in keep]
+        first = min(thr, self.candidate_threshold) if self._rescorer is not None else thr
+        canvas, boxes, scores, lb = self.candidates(page, first)
+        if self._rescorer is not None:  # the best few only: bounds the time a page takes
+            boxes, scores = boxes[: self.max_rescored], scores[: self.max_rescored]
+        scores = self.rescore(canvas, boxes, scores)
+        order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
+        return [Detection(_to_page(boxes[i], lb), float(scores[i])) for i in order[: self.options.max_detections]]
 
 
 def _to_page(box: np.ndarray, lb: Letterbox) -> tuple[float, float, float, float]:

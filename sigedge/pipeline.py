@@ -180,8 +180,12 @@ class Pipeline:
         """The bundle's signature detector (loaded on first use)."""
         if self._detector is None:
             role = "detector" if self.options.precision == "int8" else "detector_float"
-            self._detector = Detector(self.bundle.model(role), threads=self.options.threads,
-                                      options=self.options.detect_options)
+            spec = self.bundle.model(role)
+            # the detector's manifest entry names its rescorer (of the same precision), if any
+            rescorer_role = spec.raw.get("rescoring", {}).get("model")
+            rescorer = self.bundle.model(rescorer_role) if rescorer_role else None
+            self._detector = Detector(spec, threads=self.options.threads, options=self.options.detect_options,
+                                      rescorer=rescorer)
         return self._detector
 
     def detect(self, page: ImageInput, score_threshold: float | None = None) -> list[Detection]:

@@ -117,3 +117,91 @@ def test_crop_isolate_paints_out_a_label_that_the_box_edge_cuts_through():
     assert (iso[80 - oy:82 - oy, 150 - ox:250 - ox] == 30).all()
     kept = crop(img, det, padding=0.25, isolate=True, core=0.0)
     assert (kept[133 - oy:138 - oy, 120 - ox:280 - ox] == 30).all()  # reaches the box itself
+
+
+def test_rescorer_input_keeps_aspect_adds_context_and_centres():
+    from sigedge.detect import rescorer_input
+
+    canvas = np.zeros((200, 400), np.float32)
+    canvas[90:110, 100:300] = 1.0  # a 200 x 20 ink bar, the box exactly
+    out = rescorer_input(canvas, (100.0, 90.0, 300.0, 110.0), 64, 160, context=0.25)
+    assert out.shape == (64, 160) and out.dtype == np.float32
+    # region cut: 300 x 30 px (box + 25 % each side) fitted by width: scale 160/300
+    rows = np.nonzero(out.max(axis=1) > 0.5)[0]
+    cols = np.nonzero(out.max(axis=0) > 0.5)[0]
+    assert abs((cols[-1] - cols[0] + 1) - 200 * 160 / 300) <= 2  # the bar keeps its length
+    assert abs((rows[-1] - rows[0] + 1) - 20 * 160 / 300) <= 2  # and its thickness: aspect kept
+    assert abs((rows[0] + rows[-1]) / 2 - 31.5) <= 1.5  # centred vertically, paper around it
+    assert out[:20].max() == 0.0 and out[-20:].max() == 0.0
+
+
+def test_rescorer_input_clips_a_box_hanging_off_the_canvas():
+    from sigedge.detect import rescorer_input
+
+    canvas = np.ones((100, 100), np.float32)
+    out = rescorer_input(canvas, (-50.0, 90.0, 20.0, 140.0), 32, 64, context=0.1)
+    assert out.shape == (32, 64) and np.isfinite(out).all() and out.max() == 1.0
+
+
+class _FakeRescorer:
+    """Stands in for the TFLite rescorer: logit +4 for crops with ink, -4 for blank ones."""
+
+    input_shape = (1, 16, 32, 1)
+
+    def __call__(self, x):
+        return np.array([4.0 if x.max() > 0.5 else -4.0], np.float32)
+
+
+def _detector_with(rescorer, threshold: float):
+    from sigedge.detect import DetectOptions, Detector
+
+    det = Detector.__new__(Detector)
+    det.options = DetectOptions()
+    det._rescorer = rescorer
+    det.rescore_context = 0.1
+    det.candidate_threshold = 0.05
+    det.max_rescored = 24
+    det.score_threshold = threshold
+    return det
+
+
+def test_rescore_is_the_geometric_mean_of_both_probabilities():
+    det = _detector_with(_FakeRescorer(), 0.5)
+    canvas = np.zeros((100, 100), np.float32)
+    canvas[10:20, 10:40] = 1.0
+    boxes = np.array([[10, 10, 40, 20], [60, 60, 90, 70]], np.float32)  # inked, blank
+    fused = det.rescore(canvas, boxes, np.array([0.64, 0.64], np.float32))
+    p_ink, p_blank = 1 / (1 + np.exp(-4.0)), 1 / (1 + np.exp(4.0))
+    assert fused == pytest.approx([np.sqrt(0.64 * p_ink), np.sqrt(0.64 * p_blank)], rel=1e-5)
+    assert _detector_with(None, 0.5).rescore(canvas, boxes, np.array([0.3, 0.2])) == pytest.approx([0.3, 0.2])
+
+
+def test_detect_reorders_and_thresholds_on_the_fused_score(monkeypatch):
+    det = _detector_with(_FakeRescorer(), 0.5)
+    canvas = np.zeros((100, 100), np.float32)
+    canvas[60:70, 60:90] = 1.0  # only the weaker candidate has ink
+    boxes = np.array([[10, 10, 40, 20], [60, 60, 90, 70]], np.float32)
+    lb = Letterbox(scale=0.5, pad_x=0, pad_y=0, width=200, height=200)
+    seen = {}
+
+    def candidates(page, thr):
+        seen["threshold"] = thr
+        return canvas, boxes, np.array([0.9, 0.4], np.float32), lb
+
+    monkeypatch.setattr(det, "candidates", candidates)
+    found = det.detect(np.zeros((200, 200), np.uint8))
+    assert seen["threshold"] == 0.05  # candidates are taken below the final threshold
+    assert len(found) == 1  # the blank, high-scoring one fell under 0.5 after rescoring
+    assert found[0].box == (120.0, 120.0, 180.0, 140.0)  # mapped back to page pixels
+    assert found[0].score == pytest.approx(np.sqrt(0.4 / (1 + np.exp(-4.0))), rel=1e-5)
+
+
+def test_detect_rescores_only_the_best_candidates(monkeypatch):
+    det = _detector_with(_FakeRescorer(), 0.0)
+    det.max_rescored = 2
+    canvas = np.ones((100, 100), np.float32)
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32)
+    lb = Letterbox(scale=1.0, pad_x=0, pad_y=0, width=100, height=100)
+    monkeypatch.setattr(det, "candidates", lambda page, thr: (canvas, boxes, np.array([0.9, 0.5, 0.3]), lb))
+    found = det.detect(np.zeros((100, 100), np.uint8))
+    assert [d.box[0] for d in found] == [0.0, 20.0]

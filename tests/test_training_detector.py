@@ -120,3 +120,88 @@ def test_detector_export_adds_to_a_bundle_and_runs_in_the_runtime(detector_run):
     assert all(0 <= d.box[0] <= d.box[2] <= page.shape[1] and 0 <= d.box[1] <= d.box[3] <= page.shape[0]
                for d in found)
     assert all(0.0 <= d.score <= 1.0 for d in found)
+
+
+@pytest.fixture(scope="module")
+def rescorer_run(detector_run):
+    from training.train_rescorer import main as train_rescorer
+
+    data, _, tmp = detector_run
+    run = tmp / "rescorer"
+    train_rescorer(["--data", str(data), "--out", str(run), "--cache", str(tmp / "cache"), "--epochs", "1",
+                    "--qat-epochs", "1", "--steps", "3", "--batch", "8", "--synthetic-pages", "2",
+                    "--signatures", "10", "--pool-seed", "1", "--jitters", "2"])
+    return run
+
+
+def test_rescorer_training_writes_checkpoints_and_fused_validation(rescorer_run):
+    state = json.loads((rescorer_run / "state.json").read_text())
+    assert state["phase"] == "done"
+    assert [h["phase"] for h in state["history"]] == ["float", "qat"]
+    assert all(0.0 <= h["map50"] <= 1.0 for h in state["history"])
+    assert (rescorer_run / "float.h5").is_file() and (rescorer_run / "qat.h5").is_file()
+    with np.load(rescorer_run / "examples.npz") as z:
+        assert z["x"].shape[1:] == (64, 160, 1) and set(np.unique(z["y"])) <= {0.0, 1.0}
+        assert 0 < z["y"].sum() < len(z["y"])  # both classes
+
+
+def test_detector_export_with_rescorer_fuses_scores_in_the_runtime(detector_run, rescorer_run):
+    from export.export_detector import export
+    from sigedge import Pipeline, PipelineOptions
+    from sigedge.bundle import ModelBundle
+    from sigedge.detect import DetectOptions, rescorer_input
+    from sigedge.interpreter import TFLiteModel
+
+    data, run, tmp = detector_run
+    bundle = tmp / "bundle-rescored"
+    shutil.copytree(default_bundle_dir(), bundle)
+    report = export(run, bundle, data_root=data, cache=tmp / "cache", negative_pages=2, rescorer_run=rescorer_run)
+    b = ModelBundle.load(bundle)  # every sha256 checked, the rescorers' too
+    assert b.model("detector").raw["rescoring"]["model"] == "rescorer"
+    assert b.model("detector_float").raw["rescoring"]["model"] == "rescorer_float"
+    assert b.model("rescorer").precision == "int8" and b.model("rescorer").raw["output"]["kind"] == "logit"
+    assert {"detector", "detector_float"} <= set(report["rescorer"]["report"])
+    page = cv2.imread(str(next((data / "documents_tobacco800" / "images").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
+
+    pipe = Pipeline(bundle)
+    det = pipe.detector
+    assert det.rescores
+    rescoring = b.model("detector").raw["rescoring"]
+    canvas, boxes, scores, _ = det.candidates(page, 0.0)
+    boxes, scores = boxes[: rescoring["max_candidates"]], scores[: rescoring["max_candidates"]]
+    res = TFLiteModel(b.model("rescorer").file)
+    p = np.array([1 / (1 + np.exp(-res(rescorer_input(canvas, tuple(bx), 64, 160, rescoring["context"])[..., None])[0]))
+                  for bx in boxes])
+    expected = np.sort(np.sqrt(scores * p))[::-1]
+    found = pipe.detect(page, score_threshold=0.0)
+    assert [d.score for d in found] == pytest.approx(list(expected), rel=1e-4, abs=1e-6)
+
+    plain = Pipeline(bundle, PipelineOptions(detect_options=DetectOptions(rescore=False))).detector
+    assert not plain.rescores
+    assert plain.score_threshold == b.model("detector").raw["decoding"]["score_threshold"]
+    assert det.score_threshold == b.model("detector").raw["rescoring"]["score_threshold"]
+
+
+def test_online_rescorer_batches_cut_fresh_crops_from_stored_pages(detector_run):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from sigedge.bundle import ModelBundle
+    from sigedge.detect import Detector
+    from training import detector_data as DD
+    from training.train_rescorer import OnlineCrops, build_page_dataset
+
+    data, _, _ = detector_run
+    names = sorted(p.name for p in (data / "documents_tobacco800" / "images").glob("*.png"))[:3]
+    pages = DD.load_pages(data, names)
+    detector = Detector(ModelBundle.load().model("detector"), options=None)
+    d = build_page_dataset(pages, detector, seed=0)
+    assert d["canvases"].shape == (3, 640, 640) and d["canvases"].dtype == np.uint8
+    assert len(d["page"]) == len(d["boxes"]) == len(d["y"]) > 0
+    assert d["y"].sum() >= sum(len(gt) for _, gt in pages)  # every true box is a positive
+    maker = OnlineCrops(d, batch=8, seed=0)
+    try:
+        x1, y1 = maker.next()
+        x2, _ = maker.next()
+    finally:
+        maker.close()
+    assert x1.shape == (8, 64, 160, 1) and x1.dtype == np.float32 and set(np.unique(y1)) <= {0.0, 1.0}
+    assert 0.0 <= x1.min() and x1.max() <= 1.0 and not np.array_equal(x1, x2)
