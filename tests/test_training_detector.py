@@ -98,6 +98,15 @@ def test_threshold_is_the_lowest_that_keeps_the_signature_free_pages_empty():
     assert empty_page_threshold({"x": no_box}, target=1.0) == 0.05
 
 
+def test_threshold_falls_back_to_the_strictest_with_a_warning(caplog):
+    from export.export_detector import THRESHOLD_GRID, empty_page_threshold
+
+    always = {"x": (np.zeros((1, 4)), np.array([0.99]))}  # a box above every grid value
+    with caplog.at_level("WARNING", logger="export_detector"):
+        assert empty_page_threshold(always, target=1.0) == float(THRESHOLD_GRID[-1])
+    assert "no threshold" in caplog.text
+
+
 def test_detector_export_adds_to_a_bundle_and_runs_in_the_runtime(detector_run):
     from export.export_detector import export
     from sigedge import Pipeline
