@@ -107,30 +107,6 @@ def test_threshold_falls_back_to_the_strictest_with_a_warning(caplog):
     assert "no threshold" in caplog.text
 
 
-def test_detector_export_adds_to_a_bundle_and_runs_in_the_runtime(detector_run):
-    from export.export_detector import export
-    from sigedge import Pipeline
-    from sigedge.bundle import ModelBundle
-
-    data, run, tmp = detector_run
-    bundle = tmp / "bundle"
-    shutil.copytree(default_bundle_dir(), bundle)
-    for old in bundle.glob("detector*.tflite"):
-        old.unlink()
-    before = json.loads((bundle / "manifest.json").read_text())
-    report = export(run, bundle, data_root=data, cache=tmp / "cache", negative_pages=2)
-    b = ModelBundle.load(bundle)  # every sha256 checked
-    assert b.model("detector").precision == "int8"
-    assert b.models["embedder"].sha256 == before["models"]["embedder"]["sha256"]  # embedder untouched
-    assert b.model("detector").raw["decoding"]["stride"] == 8
-    assert {"map50", "map50_95"} <= set(report["report"]["detector"]["validation"])
-    page = cv2.imread(str(next((data / "documents_tobacco800" / "images").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
-    found = Pipeline(bundle).detect(page, score_threshold=0.0)
-    assert all(0 <= d.box[0] <= d.box[2] <= page.shape[1] and 0 <= d.box[1] <= d.box[3] <= page.shape[0]
-               for d in found)
-    assert all(0.0 <= d.score <= 1.0 for d in found)
-
-
 @pytest.fixture(scope="module")
 def rescorer_run(detector_run):
     from training.train_rescorer import main as train_rescorer
@@ -154,7 +130,7 @@ def test_rescorer_training_writes_checkpoints_and_fused_validation(rescorer_run)
         assert 0 < z["y"].sum() < len(z["y"])  # both classes
 
 
-def test_detector_export_with_rescorer_fuses_scores_in_the_runtime(detector_run, rescorer_run):
+def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runtime(detector_run, rescorer_run):
     from export.export_detector import export
     from sigedge import Pipeline, PipelineOptions
     from sigedge.bundle import ModelBundle
@@ -164,8 +140,15 @@ def test_detector_export_with_rescorer_fuses_scores_in_the_runtime(detector_run,
     data, run, tmp = detector_run
     bundle = tmp / "bundle-rescored"
     shutil.copytree(default_bundle_dir(), bundle)
+    for old in [*bundle.glob("detector*.tflite"), *bundle.glob("rescorer*.tflite")]:
+        old.unlink()
+    before = json.loads((bundle / "manifest.json").read_text())
     report = export(run, bundle, data_root=data, cache=tmp / "cache", negative_pages=2, rescorer_run=rescorer_run)
     b = ModelBundle.load(bundle)  # every sha256 checked, the rescorers' too
+    assert b.model("detector").precision == "int8"
+    assert b.models["embedder"].sha256 == before["models"]["embedder"]["sha256"]  # embedder untouched
+    assert b.model("detector").raw["decoding"]["stride"] == 8
+    assert {"map50", "map50_95"} <= set(report["report"]["detector"]["validation"])
     assert b.model("detector").raw["rescoring"]["model"] == "rescorer"
     assert b.model("detector_float").raw["rescoring"]["model"] == "rescorer_float"
     assert b.model("rescorer").precision == "int8" and b.model("rescorer").raw["output"]["kind"] == "logit"
@@ -184,6 +167,8 @@ def test_detector_export_with_rescorer_fuses_scores_in_the_runtime(detector_run,
     expected = np.sort(np.sqrt(scores * p))[::-1]
     found = pipe.detect(page, score_threshold=0.0)
     assert [d.score for d in found] == pytest.approx(list(expected), rel=1e-4, abs=1e-6)
+    assert all(0 <= d.box[0] <= d.box[2] <= page.shape[1] and 0 <= d.box[1] <= d.box[3] <= page.shape[0]
+               for d in found)
 
     plain = Pipeline(bundle, PipelineOptions(detect_options=DetectOptions(rescore=False))).detector
     assert not plain.rescores
