@@ -63,6 +63,10 @@ RESCORER_NORMALISATION = ("sigedge.detect.rescorer_input: the candidate box plus
 #: Candidates re-scored on a page, best detector scores first. Real validation pages have 5
 #: (median) to 19 candidates above the candidate threshold; the cap bounds a cluttered page's time.
 MAX_RESCORED = 24
+#: After rescoring, a box covering this much of a better one (intersection over the smaller
+#: area) is dropped: a candidate spanning two signatures can otherwise be lifted above the
+#: threshold by the rescorer, which sees signature strokes in it.
+MAX_OVERLAP = 0.5
 RESCORER_FILES = {"detector": ("rescorer", "rescorer_int8.tflite"),
                   "detector_float": ("rescorer_float", "rescorer_float.tflite")}
 
@@ -124,7 +128,8 @@ def rescoring_block(role: str, threshold: float) -> dict:
     from training.train_rescorer import CANDIDATE_THRESHOLD, CONTEXT
 
     return {"model": role, "fusion": "geometric_mean", "candidate_threshold": CANDIDATE_THRESHOLD,
-            "max_candidates": MAX_RESCORED, "context": CONTEXT, "score_threshold": threshold}
+            "max_candidates": MAX_RESCORED, "max_overlap": MAX_OVERLAP, "context": CONTEXT,
+            "score_threshold": threshold}
 
 
 def _spec(role: str, path: Path, raw: dict) -> ModelSpec:

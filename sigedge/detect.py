@@ -24,7 +24,7 @@ from .interpreter import TFLiteModel, TFLiteMultiOutputModel
 from .normalize import to_gray
 
 __all__ = ["Detection", "DetectOptions", "Detector", "Letterbox", "letterbox", "decode_heatmap", "nms", "crop",
-           "rescorer_input"]
+           "rescorer_input", "suppress_overlapping"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,31 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return order[np.array(keep, dtype=int)]
 
 
+def suppress_overlapping(boxes: np.ndarray, order: list[int], min_overlap: float) -> list[int]:
+    """``order`` without any box whose overlap with a box kept before it reaches ``min_overlap``.
+
+    Overlap is the intersection over the *smaller* box's area, so a box that swallows a
+    better one (two signatures and the gap between them, proposed as one) goes, where IoU
+    would keep it. Used after rescoring, which can lift such a box above the threshold.
+    """
+    kept: list[int] = []
+    for i in order:
+        b = boxes[i]
+        area_i = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+        clash = False
+        for j in kept:
+            k = boxes[j]
+            iw = min(b[2], k[2]) - max(b[0], k[0])
+            ih = min(b[3], k[3]) - max(b[1], k[1])
+            smaller = min(area_i, max(0.0, k[2] - k[0]) * max(0.0, k[3] - k[1]))
+            if iw > 0 and ih > 0 and smaller > 0 and iw * ih / smaller >= min_overlap:
+                clash = True
+                break
+        if not clash:
+            kept.append(i)
+    return kept
+
+
 def crop(image: np.ndarray, detection: Detection, padding: float = 0.08, isolate: bool = False,
          core: float = 0.1) -> np.ndarray:
     """The image region of a detection, with some context, clipped to the image.
@@ -192,7 +217,8 @@ class Detector:
     candidates down to ``candidate_threshold`` (the ``max_candidates`` best of them) are each
     cut from the detector's input and classified "signature or not"; a box's score is then
     the geometric mean of the two probabilities and the threshold is
-    ``rescoring.score_threshold``.
+    ``rescoring.score_threshold``. Rescoring re-orders boxes, so a box covering
+    ``max_overlap`` of a better-scored one (intersection over the smaller area) is dropped.
     """
 
     def __init__(self, spec: ModelSpec, threads: int = 1, options: DetectOptions | None = None,
@@ -215,6 +241,7 @@ class Detector:
                 self.candidate_threshold = float(rescoring["candidate_threshold"])
                 self.max_rescored = int(rescoring["max_candidates"])
                 self.rescore_context = float(rescoring["context"])
+                self.max_overlap = float(rescoring["max_overlap"])
                 default_threshold = float(rescoring["score_threshold"])
                 self._rescorer = self._load_rescorer(rescorer, threads)
             self.score_threshold = float(self.options.score_threshold if self.options.score_threshold is not None
@@ -285,7 +312,9 @@ class Detector:
         if self._rescorer is not None:  # the best few only: bounds the time a page takes
             boxes, scores = boxes[: self.max_rescored], scores[: self.max_rescored]
         scores = self.rescore(canvas, boxes, scores)
-        order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
+        order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
+        if self._rescorer is not None:
+            order = suppress_overlapping(boxes, order, self.max_overlap)
         return [Detection(_to_page(boxes[i], lb), float(scores[i])) for i in order[: self.options.max_detections]]
 
 

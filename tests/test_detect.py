@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sigedge.detect import Detection, Letterbox, _to_page, crop, decode_heatmap, letterbox, nms
+from sigedge.detection_metrics import iou_matrix
 
 STRIDE = 8
 
@@ -161,6 +162,7 @@ def _detector_with(rescorer, threshold: float):
     det.rescore_context = 0.1
     det.candidate_threshold = 0.05
     det.max_rescored = 24
+    det.max_overlap = 0.5
     det.score_threshold = threshold
     return det
 
@@ -205,3 +207,16 @@ def test_detect_rescores_only_the_best_candidates(monkeypatch):
     monkeypatch.setattr(det, "candidates", lambda page, thr: (canvas, boxes, np.array([0.9, 0.5, 0.3]), lb))
     found = det.detect(np.zeros((100, 100), np.uint8))
     assert [d.box[0] for d in found] == [0.0, 20.0]
+
+
+def test_suppress_overlapping_drops_a_box_swallowing_a_better_one():
+    from sigedge.detect import suppress_overlapping
+
+    boxes = np.array([[100, 100, 200, 160],   # signature 1
+                      [300, 110, 400, 150],   # signature 2
+                      [150, 90, 380, 170],    # one box over both (IoU with each < 0.5)
+                      [210, 100, 290, 160]], np.float32)  # between them, touching neither
+    assert float(iou_matrix(boxes[2:3], boxes[:1]).max()) < 0.5
+    assert suppress_overlapping(boxes, [0, 1, 2, 3], 0.5) == [0, 1, 3]
+    assert suppress_overlapping(boxes, [2, 0, 1, 3], 0.5) == [2]  # order decides who stays: it swallows all
+    assert suppress_overlapping(boxes, [0, 1, 2, 3], 1.01) == [0, 1, 2, 3]

@@ -134,7 +134,7 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     from export.export_detector import export
     from sigedge import Pipeline, PipelineOptions
     from sigedge.bundle import ModelBundle
-    from sigedge.detect import DetectOptions, rescorer_input
+    from sigedge.detect import DetectOptions, rescorer_input, suppress_overlapping
     from sigedge.interpreter import TFLiteModel
 
     data, run, tmp = detector_run
@@ -164,7 +164,9 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     res = TFLiteModel(b.model("rescorer").file)
     p = np.array([1 / (1 + np.exp(-res(rescorer_input(canvas, tuple(bx), 64, 160, rescoring["context"])[..., None])[0]))
                   for bx in boxes])
-    expected = np.sort(np.sqrt(scores * p))[::-1]
+    fused = np.sqrt(scores * p)
+    order = suppress_overlapping(boxes, [int(i) for i in np.argsort(-fused, kind="stable")], rescoring["max_overlap"])
+    expected = fused[order]
     found = pipe.detect(page, score_threshold=0.0)
     assert [d.score for d in found] == pytest.approx(list(expected), rel=1e-4, abs=1e-6)
     assert all(0 <= d.box[0] <= d.box[2] <= page.shape[1] and 0 <= d.box[1] <= d.box[3] <= page.shape[0]
