@@ -39,8 +39,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from export.export_embedder import convert_float, convert_int8  # noqa: E402
-from sigedge.bundle import ModelSpec, sha256_file  # noqa: E402
+from export.export_embedder import convert_float, convert_int8, file_fields  # noqa: E402
+from sigedge.bundle import spec_from_entry  # noqa: E402
 from sigedge.detect import DetectOptions, Detector, letterbox, rescorer_input  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections  # noqa: E402
 
@@ -93,10 +93,7 @@ def signature_output_names(path: Path) -> dict[str, str]:
 
 def entry(path: Path, precision: str, threshold: float, rescoring: dict | None = None) -> dict:
     e = {
-        "file": path.name,
-        "sha256": sha256_file(path),
-        "bytes": path.stat().st_size,
-        "precision": precision,
+        **file_fields(path, precision),
         "input": {"name": "image", "height": SIZE, "width": SIZE, "channels": 1, "layout": "NHWC",
                   "range": [0.0, 1.0], "normalization": INPUT_NORMALISATION},
         "output": {"name": signature_output_names(path)["heatmap"]},
@@ -113,10 +110,7 @@ def rescorer_entry(path: Path, precision: str) -> dict:
     from training.train_rescorer import HEIGHT, WIDTH
 
     return {
-        "file": path.name,
-        "sha256": sha256_file(path),
-        "bytes": path.stat().st_size,
-        "precision": precision,
+        **file_fields(path, precision),
         "input": {"name": "crop", "height": HEIGHT, "width": WIDTH, "channels": 1, "layout": "NHWC",
                   "range": [0.0, 1.0], "normalization": RESCORER_NORMALISATION},
         "output": {"name": "signature_logit", "dim": 1, "kind": "logit"},
@@ -132,30 +126,20 @@ def rescoring_block(role: str, threshold: float) -> dict:
             "score_threshold": threshold}
 
 
-def _spec(role: str, path: Path, raw: dict) -> ModelSpec:
-    inp = raw["input"]
-    return ModelSpec(role=role, file=path, sha256="", precision="", input_name=inp["name"],
-                     input_height=inp["height"], input_width=inp["width"], input_channels=1,
-                     input_range=(0.0, 1.0), output_name=raw["output"]["name"], output_dim=0, l2_normalize=False,
-                     metric="", raw=raw)
-
-
 def detector_for(path: Path, threshold: float = 0.01, rescorer: Path | None = None) -> Detector:
     """The runtime's detector for an exported file (with its rescorer file, if given)."""
     res_spec, block = None, None
     if rescorer is not None:
-        res_spec = _spec("rescorer", rescorer, rescorer_entry(rescorer, ""))
+        res_spec = spec_from_entry(rescorer.parent, "rescorer", rescorer_entry(rescorer, ""))
         block = rescoring_block("rescorer", threshold)
-    spec = _spec("detector", path, entry(path, "", threshold, block))
+    spec = spec_from_entry(path.parent, "detector", entry(path, "", threshold, block))
     # one thread: the report's latency_ms_1_thread_640 is timed with this detector
     return Detector(spec, threads=1, options=DetectOptions(max_detections=50), rescorer=res_spec)
 
 
 def rescorer_representative(det: Detector, pages, n: int = 300, seed: int = 0) -> list[np.ndarray]:
     """Rescorer inputs cut around candidates and true boxes of training pages (the int8 calibration set)."""
-    from training.train_rescorer import CANDIDATE_THRESHOLD, CONTEXT, HEIGHT, WIDTH
-
-    from training.train_rescorer import to_canvas
+    from training.train_rescorer import CANDIDATE_THRESHOLD, CONTEXT, HEIGHT, WIDTH, to_canvas
 
     crops = []
     for gray, gt in pages:
@@ -166,7 +150,7 @@ def rescorer_representative(det: Detector, pages, n: int = 300, seed: int = 0) -
     return [crops[i] for i in rng.choice(len(crops), min(n, len(crops)), replace=False)]
 
 
-def measure(det: Detector, negatives, train_pages, val_pages, nbytes: int) -> dict:
+def measure(det: Detector, negatives, train_pages, val_pages, nbytes: int, latency_ms: float) -> dict:
     """Threshold by the false-alarm rule, then F1 on training pages and P/R/mAP on validation pages."""
     neg_preds = predict(det, negatives)
     thr = empty_page_threshold(neg_preds)
@@ -174,8 +158,7 @@ def measure(det: Detector, negatives, train_pages, val_pages, nbytes: int) -> di
     val = evaluate_detections(predict(det, val_pages), truth(val_pages), score_threshold=thr)
     return {"score_threshold": thr, "train_f1": f1_train, "validation": val.to_dict(),
             "signature_free_pages_without_box": empty_page_pass_rate(neg_preds, thr),
-            "negative_pages": len(negatives), "latency_ms_1_thread_640": latency_ms(det, val_pages[0][0]),
-            "bytes": nbytes}
+            "negative_pages": len(negatives), "latency_ms_1_thread_640": latency_ms, "bytes": nbytes}
 
 
 def predict(det: Detector, pages) -> dict:
@@ -206,15 +189,21 @@ def empty_page_threshold(negative_preds: dict, target: float = EMPTY_PAGE_TARGET
     return float(THRESHOLD_GRID[-1])
 
 
-def latency_ms(det: Detector, page: np.ndarray, repeat: int = 20) -> float:
-    canvas, _ = letterbox(page, SIZE)
-    det._model(canvas[..., None])
+def median_ms(run, repeat: int = 20) -> float:
+    """Median wall time of ``run()`` in milliseconds, after one call to warm up."""
+    run()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        det._model(canvas[..., None])
+        run()
         times.append((time.perf_counter() - t) * 1000)
     return float(np.median(times))
+
+
+def model_latency_ms(det: Detector, page: np.ndarray) -> float:
+    """The detector model alone on one letterboxed page (no decoding)."""
+    canvas = letterbox(page, SIZE)[0][..., None]
+    return median_ms(lambda: det._model(canvas))
 
 
 def convert_rescorer(run: Path, tmp: Path, det: Detector, train_pages, int8: bool) -> dict[str, Path]:
@@ -233,17 +222,6 @@ def convert_rescorer(run: Path, tmp: Path, det: Detector, train_pages, int8: boo
         files["rescorer"] = tmp / RESCORER_FILES["detector"][1]
         files["rescorer"].write_bytes(convert(qat, rescorer_representative(det, train_pages)))
     return files
-
-
-def fused_latency_ms(det: Detector, page: np.ndarray, repeat: int = 20) -> float:
-    """Median time of a whole ``detect`` call (detector, decoding, rescoring) on one page."""
-    det.detect(page)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        det.detect(page)
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
 
 
 def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | None = None,
@@ -290,16 +268,19 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
             if role not in files:
                 continue
             path = files[role]
-            report[role] = measure(detector_for(path), negatives, train_pages, val_pages, path.stat().st_size)
+            det = detector_for(path)
+            report[role] = measure(det, negatives, train_pages, val_pages, path.stat().st_size,
+                                   model_latency_ms(det, val_pages[0][0]))
             thresholds[role] = report[role]["score_threshold"]
             log.info("%s: %s", role, report[role])
             res_role = RESCORER_FILES[role][0]
             if res_role in files:
                 det = detector_for(path, rescorer=files[res_role])
-                # bytes: both files, as both ship
+                # bytes: both files, as both ship; time: a whole detect call (detector, decoding, rescoring)
+                page = val_pages[0][0]
                 fused[role] = measure(det, negatives, train_pages, val_pages,
-                                      path.stat().st_size + files[res_role].stat().st_size)
-                fused[role]["latency_ms_1_thread_640"] = fused_latency_ms(det, val_pages[0][0])
+                                      path.stat().st_size + files[res_role].stat().st_size,
+                                      median_ms(lambda: det.detect(page)))
                 log.info("%s + %s: %s", role, res_role, fused[role])
         out.mkdir(parents=True, exist_ok=True)
         manifest_path = out / "manifest.json"

@@ -75,12 +75,14 @@ def embed_tflite(path: Path, canvases: np.ndarray) -> np.ndarray:
     return l2_normalize(np.stack([m(c[..., None].astype(np.float32) / 255.0) for c in canvases]))
 
 
+def file_fields(file: Path, precision: str) -> dict:
+    """The fields every manifest entry starts with: which file, its hash, size and precision."""
+    return {"file": file.name, "sha256": sha256_file(file), "bytes": file.stat().st_size, "precision": precision}
+
+
 def model_entry(file: Path, precision: str, opts: NormalizeOptions, dim: int) -> dict:
     return {
-        "file": file.name,
-        "sha256": sha256_file(file),
-        "bytes": file.stat().st_size,
-        "precision": precision,
+        **file_fields(file, precision),
         "input": {"name": "image", "height": opts.height, "width": opts.width, "channels": 1, "layout": "NHWC",
                   "range": [0.0, 1.0],
                   "normalization": "sigedge.normalize.normalize_signature: ink canvas, paper 0, ink 1"},

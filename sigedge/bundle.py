@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ModelError
 from .normalize import NormalizeOptions
 
-__all__ = ["ModelSpec", "ModelBundle", "default_bundle_dir", "sha256_file", "BUNDLE_FORMAT"]
+__all__ = ["ModelSpec", "ModelBundle", "default_bundle_dir", "sha256_file", "spec_from_entry", "BUNDLE_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class ModelBundle:
             raise ModelError(f"{manifest_path}: unreadable manifest ({exc})") from exc
         if manifest.get("format") != BUNDLE_FORMAT:
             raise ModelError(f"{manifest_path}: format {manifest.get('format')!r} is not {BUNDLE_FORMAT!r}")
-        models = {role: _spec(d, role, m) for role, m in manifest.get("models", {}).items()}
+        models = {role: spec_from_entry(d, role, m) for role, m in manifest.get("models", {}).items()}
         if "embedder" not in models:
             raise ModelError(f"{manifest_path}: the bundle has no 'embedder' model")
         if verify_hashes:
@@ -118,7 +118,8 @@ class ModelBundle:
         return cls(directory=d, manifest=manifest, models=models)
 
 
-def _spec(d: Path, role: str, m: dict[str, Any]) -> ModelSpec:
+def spec_from_entry(d: Path, role: str, m: dict[str, Any]) -> ModelSpec:
+    """The contract of one manifest entry ``m`` whose file lies in the folder ``d``."""
     try:
         inp, out = m["input"], m["output"]
         return ModelSpec(

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .bundle import ModelSpec
-from .detection_metrics import iou_matrix
+from .detection_metrics import iou_matrix, overlap_matrix
 from .errors import ModelError
 from .interpreter import TFLiteModel, TFLiteMultiOutputModel
 from .normalize import to_gray
@@ -155,23 +155,15 @@ def suppress_overlapping(boxes: np.ndarray, order: list[int], min_overlap: float
     Overlap is the intersection over the *smaller* box's area, so a box that swallows a
     better one (two signatures and the gap between them, proposed as one) goes, where IoU
     would keep it. Used after rescoring, which can lift such a box above the threshold.
+    Greedy in ``order``, as :func:`nms`.
     """
+    overlap = overlap_matrix(boxes[order], boxes[order]) if order else np.zeros((0, 0))
+    clash = (overlap >= min_overlap) & (overlap > 0)
     kept: list[int] = []
-    for i in order:
-        b = boxes[i]
-        area_i = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
-        clash = False
-        for j in kept:
-            k = boxes[j]
-            iw = min(b[2], k[2]) - max(b[0], k[0])
-            ih = min(b[3], k[3]) - max(b[1], k[1])
-            smaller = min(area_i, max(0.0, k[2] - k[0]) * max(0.0, k[3] - k[1]))
-            if iw > 0 and ih > 0 and smaller > 0 and iw * ih / smaller >= min_overlap:
-                clash = True
-                break
-        if not clash:
-            kept.append(i)
-    return kept
+    for pos in range(len(order)):
+        if not clash[pos, kept].any():
+            kept.append(pos)
+    return [order[pos] for pos in kept]
 
 
 def crop(image: np.ndarray, detection: Detection, padding: float = 0.08, isolate: bool = False,

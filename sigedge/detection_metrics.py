@@ -31,6 +31,7 @@ __all__ = [
     "COCO_IOU_THRESHOLDS",
     "DetectionReport",
     "iou_matrix",
+    "overlap_matrix",
     "read_yolo_labels",
     "yolo_pairs",
     "match_detections",
@@ -97,14 +98,29 @@ def _area(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU, float64 (N, M); 0 where the union is empty (two zero-area boxes)."""
     a, b = _as_boxes(a), _as_boxes(b)
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    inter = _intersection(a, b)
     union = _area(a)[:, None] + _area(b)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def overlap_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over the smaller box's area, float64 (N, M); 0 where that area is 0.
+
+    1.0 when one box lies inside the other, whatever their sizes (IoU would be small).
+    """
+    a, b = _as_boxes(a), _as_boxes(b)
+    inter = _intersection(a, b)
+    smaller = np.minimum(_area(a)[:, None], _area(b)[None, :])
+    return np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
 
 
 def _parse_yolo_line(line: str, path: Path, lineno: int) -> tuple[float, float, float, float]:

@@ -220,3 +220,17 @@ def test_failure_cases():
     assert low["c"] == {"false_positives": [[1.0, 1.0, 2.0, 2.0]], "missed": []}
     perfect = {"a": (gt["a"], np.array([0.9, 0.8]))}
     assert failure_cases(perfect, {"a": gt["a"]}, score_threshold=0.3) == {}
+
+
+def test_overlap_matrix_is_intersection_over_the_smaller_box():
+    from sigedge.detection_metrics import overlap_matrix
+
+    big = np.array([[0, 0, 100, 100]], float)
+    inside = np.array([[10, 10, 30, 30]], float)  # wholly inside: overlap 1, IoU 0.04
+    half = np.array([[90, 0, 110, 10]], float)  # half of it inside
+    apart = np.array([[200, 200, 210, 210]], float)
+    flat = np.array([[50, 50, 50, 60]], float)  # zero area
+    m = overlap_matrix(big, np.vstack([inside, half, apart, flat]))
+    assert m.shape == (1, 4)
+    assert m[0] == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert overlap_matrix(inside, big)[0, 0] == 1.0  # symmetric in which box is smaller
