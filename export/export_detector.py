@@ -60,13 +60,6 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.95, THRESHOLD_STEP), 3)
 INPUT_NORMALISATION = "sigedge.detect.letterbox: gray page (darkest channel) letterboxed, paper 0, ink 1"
 RESCORER_NORMALISATION = ("sigedge.detect.rescorer_input: the candidate box plus `context` of its size on every side, "
                           "cut from the detector's input canvas, fitted with its aspect kept, paper 0, ink 1")
-#: Candidates re-scored on a page, best detector scores first. Real validation pages have 5
-#: (median) to 19 candidates above the candidate threshold; the cap bounds a cluttered page's time.
-MAX_RESCORED = 24
-#: After rescoring, a box covering this much of a better one (intersection over the smaller
-#: area) is dropped: a candidate spanning two signatures can otherwise be lifted above the
-#: threshold by the rescorer, which sees signature strokes in it.
-MAX_OVERLAP = 0.5
 RESCORER_FILES = {"detector": ("rescorer", "rescorer_int8.tflite"),
                   "detector_float": ("rescorer_float", "rescorer_float.tflite")}
 
@@ -119,7 +112,7 @@ def rescorer_entry(path: Path, precision: str) -> dict:
 
 
 def rescoring_block(role: str, threshold: float) -> dict:
-    from training.train_rescorer import CANDIDATE_THRESHOLD, CONTEXT
+    from training.train_rescorer import CANDIDATE_THRESHOLD, CONTEXT, MAX_OVERLAP, MAX_RESCORED
 
     return {"model": role, "fusion": "geometric_mean", "candidate_threshold": CANDIDATE_THRESHOLD,
             "max_candidates": MAX_RESCORED, "max_overlap": MAX_OVERLAP, "context": CONTEXT,

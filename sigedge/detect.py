@@ -24,7 +24,7 @@ from .interpreter import TFLiteModel, TFLiteMultiOutputModel
 from .normalize import to_gray
 
 __all__ = ["Detection", "DetectOptions", "Detector", "Letterbox", "letterbox", "decode_heatmap", "nms", "crop",
-           "rescorer_input", "suppress_overlapping"]
+           "rescorer_input", "suppress_overlapping", "rank_rescored"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,20 @@ def suppress_overlapping(boxes: np.ndarray, order: list[int], min_overlap: float
     return [order[pos] for pos in kept]
 
 
+def rank_rescored(boxes: np.ndarray, detector_scores: np.ndarray, probabilities: np.ndarray, score_threshold: float,
+                  max_overlap: float) -> tuple[list[int], np.ndarray]:
+    """(order, fused scores): the second stage's decision, given the rescorer's probabilities.
+
+    A box's score is the geometric mean of the detector's and the rescorer's probability;
+    boxes at or above ``score_threshold`` are ranked best first, and a box covering
+    ``max_overlap`` of a better one is dropped (:func:`suppress_overlapping`). Training
+    validates its Keras rescorer with this same function.
+    """
+    fused = np.sqrt(np.asarray(detector_scores, np.float32) * np.asarray(probabilities, np.float32).reshape(-1))
+    order = [int(i) for i in np.argsort(-fused, kind="stable") if fused[i] >= score_threshold]
+    return suppress_overlapping(np.asarray(boxes), order, max_overlap), fused
+
+
 def crop(image: np.ndarray, detection: Detection, padding: float = 0.08, isolate: bool = False,
          core: float = 0.1) -> np.ndarray:
     """The image region of a detection, with some context, clipped to the image.
@@ -287,14 +301,19 @@ class Detector:
         keep = nms(boxes, scores, self.nms_iou)
         return canvas, boxes[keep], scores[keep], lb
 
+    def rescorer_probabilities(self, canvas: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The rescorer's probability that each box (canvas pixels) holds a signature."""
+        if self._rescorer is None:
+            raise ModelError("this detector has no rescorer")
+        h, w = self._rescorer.input_shape[1:3]
+        crops = (rescorer_input(canvas, tuple(b), h, w, self.rescore_context)[..., None] for b in boxes)
+        return np.array([_sigmoid(self._rescorer(c)) for c in crops], np.float32).reshape(-1)
+
     def rescore(self, canvas: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Geometric mean of the detector's and the rescorer's probabilities, box by box."""
         if self._rescorer is None:
             return scores
-        h, w = self._rescorer.input_shape[1:3]
-        p = np.array([_sigmoid(self._rescorer(rescorer_input(canvas, tuple(b), h, w, self.rescore_context)[..., None]))
-                      for b in boxes], np.float32).reshape(-1)
-        return np.sqrt(np.asarray(scores, np.float32) * p)
+        return np.sqrt(np.asarray(scores, np.float32) * self.rescorer_probabilities(canvas, boxes))
 
     def detect(self, page: np.ndarray, score_threshold: float | None = None) -> list[Detection]:
         """Signatures on a decoded page, best first, boxes in the page's pixels."""
@@ -303,10 +322,10 @@ class Detector:
         canvas, boxes, scores, lb = self.candidates(page, first)
         if self._rescorer is not None:  # the best few only: bounds the time a page takes
             boxes, scores = boxes[: self.max_rescored], scores[: self.max_rescored]
-        scores = self.rescore(canvas, boxes, scores)
-        order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
-        if self._rescorer is not None:
-            order = suppress_overlapping(boxes, order, self.max_overlap)
+            order, scores = rank_rescored(boxes, scores, self.rescorer_probabilities(canvas, boxes), thr,
+                                          self.max_overlap)
+        else:
+            order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
         return [Detection(_to_page(boxes[i], lb), float(scores[i])) for i in order[: self.options.max_detections]]
 
 

@@ -209,6 +209,24 @@ def test_detect_rescores_only_the_best_candidates(monkeypatch):
     assert [d.box[0] for d in found] == [0.0, 20.0]
 
 
+def test_rank_rescored_fuses_ranks_thresholds_and_drops_swallowing_boxes():
+    from sigedge.detect import rank_rescored
+
+    boxes = np.array([[0, 0, 10, 10],      # weak detector score, sure rescorer
+                      [50, 50, 60, 60],    # strong detector score, rescorer says no
+                      [0, 0, 30, 10],      # swallows the first box
+                      [80, 80, 90, 90]],   # under the threshold after fusion
+                     np.float32)
+    order, fused = rank_rescored(boxes, np.array([0.25, 0.81, 0.64, 0.04]), np.array([1.0, 0.16, 0.64, 0.25]),
+                                 score_threshold=0.2, max_overlap=0.5)
+    assert fused == pytest.approx([0.5, 0.36, 0.64, 0.1])
+    assert order == [2, 1]  # box 0 lies wholly inside the better-scored box 2; box 3 is under 0.2
+    order, _ = rank_rescored(boxes, np.array([0.25, 0.81, 0.64, 0.04]), np.array([1.0, 0.16, 0.64, 0.25]),
+                             score_threshold=0.2, max_overlap=1.01)
+    assert order == [2, 0, 1]  # no overlap rule: fused order
+    assert rank_rescored(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.1, 0.5)[0] == []
+
+
 def test_suppress_overlapping_drops_a_box_swallowing_a_better_one():
     from sigedge.detect import suppress_overlapping
 

@@ -115,7 +115,8 @@ def rescorer_run(detector_run):
     run = tmp / "rescorer"
     train_rescorer(["--data", str(data), "--out", str(run), "--cache", str(tmp / "cache"), "--epochs", "1",
                     "--qat-epochs", "1", "--steps", "3", "--batch", "8", "--synthetic-pages", "2",
-                    "--signatures", "10", "--pool-seed", "1", "--jitters", "2"])
+                    "--signatures", "10", "--pool-seed", "1", "--jitters", "2",
+                    "--ema", "0.9", "--geometric", "0.5", "--label-smoothing", "0.1", "--real-weight", "2"])
     return run
 
 
@@ -125,9 +126,26 @@ def test_rescorer_training_writes_checkpoints_and_fused_validation(rescorer_run)
     assert [h["phase"] for h in state["history"]] == ["float", "qat"]
     assert all(0.0 <= h["map50"] <= 1.0 for h in state["history"])
     assert (rescorer_run / "float.h5").is_file() and (rescorer_run / "qat.h5").is_file()
+    assert (rescorer_run / "float_raw.h5").is_file()  # --ema keeps the raw weights for resuming
     with np.load(rescorer_run / "examples.npz") as z:
         assert z["x"].shape[1:] == (64, 160, 1) and set(np.unique(z["y"])) <= {0.0, 1.0}
         assert 0 < z["y"].sum() < len(z["y"])  # both classes
+        assert 0 < z["real"].sum() < len(z["real"])  # real and generated pages both gave crops
+
+
+def test_reshape_crop_keeps_the_crop_contract_and_varies():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from training.train_rescorer import HEIGHT, WIDTH, reshape_crop
+
+    crop = np.zeros((HEIGHT, WIDTH), np.float32)
+    crop[20:44, 30:130] = 1.0
+    rng = np.random.default_rng(0)
+    outs = [reshape_crop(crop, rng) for _ in range(8)]
+    assert all(o.shape == crop.shape and o.dtype == np.float32 and o.flags.c_contiguous for o in outs)
+    assert all(0.0 <= o.min() and o.max() <= 1.0 and o.sum() > 0.5 * crop.sum() for o in outs)  # ink stays in
+    assert len({o.tobytes() for o in outs}) == 8
+    again = reshape_crop(crop, np.random.default_rng(0))
+    assert np.array_equal(again, outs[0])  # seeded
 
 
 def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runtime(detector_run, rescorer_run):

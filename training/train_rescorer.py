@@ -33,16 +33,23 @@ import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 
 from sigedge.bundle import ModelBundle  # noqa: E402
-from sigedge.detect import Detector, rescorer_input  # noqa: E402
+from sigedge.detect import Detector, rank_rescored, rescorer_input  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections, iou_matrix  # noqa: E402
 from training import detector_data as DD  # noqa: E402
 from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
-from training.train_detector import signature_pool, synthetic_pages  # noqa: E402
+from training.train_detector import WeightAverage, signature_pool, synthetic_pages  # noqa: E402
 
 log = logging.getLogger("train_rescorer")
 
 HEIGHT, WIDTH, CONTEXT = 64, 160, 0.25
 CANDIDATE_THRESHOLD = 0.05
+#: Candidates re-scored on a page, best detector scores first. Real validation pages have 5
+#: (median) to 19 candidates above the candidate threshold; the cap bounds a cluttered page's time.
+MAX_RESCORED = 24
+#: After rescoring, a box covering this much of a better one (intersection over the smaller
+#: area) is dropped: a candidate spanning two signatures can otherwise be lifted above the
+#: threshold by the rescorer, which sees signature strokes in it.
+MAX_OVERLAP = 0.5
 POSITIVE_IOU, NEGATIVE_IOU = 0.5, 0.3
 
 
@@ -61,6 +68,16 @@ def parse_args(argv=None):
     p.add_argument("--extra-style", type=int, default=0,
                    help="also generate --synthetic-pages pages of this page style (0: none)")
     p.add_argument("--limit", type=int, default=0, help="use only N real pages (smoke tests)")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="validate, save and export an exponential moving average of the weights with this decay "
+                        "(0: the last step's weights, as v1)")
+    p.add_argument("--geometric", type=float, default=0.0,
+                   help="share of crops also moved, scaled, mirrored and given thinner or bolder strokes each "
+                        "time they are drawn (0: contrast and noise only, as v1)")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="targets eps/2 and 1-eps/2: bounds how sure the rescorer gets, so one wrong veto costs less")
+    p.add_argument("--real-weight", type=int, default=1,
+                   help="draw the crops from real pages this many times as often as the generated ones")
     p.set_defaults(steps=0)  # 0: one pass over the examples per epoch
     return p.parse_args(argv)
 
@@ -117,19 +134,22 @@ def page_boxes(gray: np.ndarray, gt: np.ndarray, detector: Detector,
     return canvas, boxes
 
 
-def build_dataset(pages, detector: Detector, seed: int, jitters: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crops cut up front: each box ``jitters`` times (the first as proposed), with labels."""
+def build_dataset(pages, detector: Detector, seed: int, jitters: int) -> dict[str, np.ndarray]:
+    """Crops cut up front: each box ``jitters`` times (the first as proposed), with labels
+    and the index of the page each came from."""
     rng = np.random.default_rng(seed)
-    xs, ys = [], []
+    xs, ys, page_of = [], [], []
     for k, (gray, gt) in enumerate(pages):
         canvas, boxes = page_boxes(gray, np.asarray(gt, np.float32).reshape(-1, 4), detector, rng)
         for b, label in boxes:
             for j in range(jitters):
                 xs.append(rescorer_input(canvas, tuple(b if j == 0 else jitter(b, rng)), HEIGHT, WIDTH, CONTEXT))
                 ys.append(label)
+                page_of.append(k)
         if k % 200 == 0:
             log.info("candidates from page %d/%d: %d crops so far", k, len(pages), len(xs))
-    return np.stack(xs)[..., None].astype(np.float32), np.array(ys, np.float32)
+    return {"x": np.stack(xs)[..., None].astype(np.float32), "y": np.array(ys, np.float32),
+            "page": np.array(page_of, np.int32)}
 
 
 def build_page_dataset(pages, detector: Detector, seed: int) -> dict[str, np.ndarray]:
@@ -191,6 +211,29 @@ def build_rescorer(height: int = HEIGHT, width: int = WIDTH) -> keras.Model:
     return keras.Model(inp, out, name="rescorer")
 
 
+def reshape_crop(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One crop (H, W) moved (up to 6 % of its size), scaled (+-12 %), turned (+-4 degrees),
+    mirrored half the time, and given bolder or thinner strokes or a blur now and then.
+
+    The detector's boxes are never exact and pens, scans and page sizes vary; a mirrored
+    signature is still a signature and mirrored print is still print.
+    """
+    h, w = crop.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-4, 4), float(np.exp(rng.uniform(-0.12, 0.12))))
+    m[:, 2] += rng.uniform(-0.06, 0.06, 2) * (w, h)
+    out = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    r = rng.random()
+    if r < 0.2:
+        out = cv2.dilate(out, np.ones((2, 2), np.uint8))
+    elif r < 0.3:
+        out = cv2.erode(out, np.ones((2, 1), np.uint8))
+    if rng.random() < 0.25:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 0.9))
+    return np.ascontiguousarray(out)
+
+
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Contrast, ink strength and scan noise, per crop (paper stays 0)."""
     n = len(x)
@@ -201,49 +244,74 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def fused_map(model: keras.Model, detector: Detector, pages) -> dict:
-    """Detector candidates on labelled pages re-scored by ``model``: mAP and P/R at 0.5.
+    """Detector candidates on labelled pages re-scored by ``model`` as the runtime does
+    (the same cap, fusion and overlap rule): mAP, and P/R at a fused score of 0.5.
 
     Scored in the detector input's pixels (IoU does not change under the letterbox).
     """
     preds, truth = {}, {}
     for k, (gray, gt) in enumerate(pages):
         canvas, boxes, det, lb = detector.candidates(gray, CANDIDATE_THRESHOLD)
+        boxes, det = boxes[:MAX_RESCORED], det[:MAX_RESCORED]
         if len(boxes):
             x = np.stack([rescorer_input(canvas, tuple(b), HEIGHT, WIDTH, CONTEXT) for b in boxes])[..., None]
-            p = tf.sigmoid(model(x, training=False)).numpy().ravel()
-            det = np.sqrt(det * p)
+            order, fused = rank_rescored(boxes, det, tf.sigmoid(model(x, training=False)).numpy(), 0.01, MAX_OVERLAP)
+            boxes, det = boxes[order], fused[order]
         preds[str(k)], truth[str(k)] = (boxes, det), to_canvas(gt, lb)
     r = evaluate_detections(preds, truth, score_threshold=0.5)
     return {"map50": r.map50, "map50_95": r.map50_95, "precision": r.precision, "recall": r.recall}
 
 
-def train_phase(model, batches, y, args, epochs, lr_fn, phase, state, state_path, detector, val, weights_path):
-    """Train ``model`` for ``epochs`` on ``batches(rng)`` -> (x, y); ``y`` (all labels) sets the class balance."""
+def train_phase(model, batches, y, args, epochs, steps_per_epoch, lr_fn, phase, state, state_path, detector, val,
+                weights_path):
+    """Train ``model`` for ``epochs`` of ``steps_per_epoch`` batches from ``batches(rng)`` -> (x, y);
+    ``y`` (all labels) sets the class balance.
+
+    With ``--ema`` the averaged weights are validated and saved to ``weights_path`` and the
+    raw ones beside it (``*_raw.h5``, for resuming).
+    """
     rng = np.random.default_rng(args.seed + len(state["history"]))
     opt = keras.optimizers.Adam(lr_fn(0))
     pos = max(1.0, float(y.sum()))
     pos_weight = (len(y) - pos) / pos  # balance the classes without resampling
+    eps = args.label_smoothing
+    average = WeightAverage(model, args.ema)
+    raw_path = weights_path.with_name(weights_path.stem + "_raw.h5")
+    if state["epoch"] > 0 and args.ema > 0:
+        average.load(raw_path, weights_path)
 
     @tf.function
     def step(xb, yb):
         with tf.GradientTape() as tape:
             logits = tf.squeeze(model(xb, training=True), -1)
-            loss = tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(yb, logits, pos_weight))
+            target = yb * (1.0 - eps) + 0.5 * eps
+            loss = tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(target, logits, pos_weight))
             loss += tf.add_n(model.losses) if model.losses else 0.0
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
+        average.update()
         return loss
 
-    steps_per_epoch = args.steps or max(1, len(y) // args.batch)
     for epoch in range(state["epoch"], epochs):
         t = time.time()
         losses = []
         for s in range(steps_per_epoch):
             opt.learning_rate.assign(lr_fn(epoch * steps_per_epoch + s))
             xb, yb = batches(rng)
+            if args.geometric > 0:
+                xb = xb.copy()
+                for i in np.nonzero(rng.random(len(xb)) < args.geometric)[0]:
+                    xb[i, ..., 0] = reshape_crop(xb[i, ..., 0], rng)
             losses.append(float(step(tf.constant(augment(xb, rng)), tf.constant(yb))))
-        model.save_weights(weights_path)
-        metrics = fused_map(model, detector, val)
+        if args.ema > 0:
+            average.save(raw_path, weights_path)
+            raw = model.get_weights()
+            model.set_weights(average.values())
+            metrics = fused_map(model, detector, val)
+            model.set_weights(raw)
+        else:
+            model.save_weights(weights_path)
+            metrics = fused_map(model, detector, val)
         state["epoch"] = epoch + 1
         state["history"].append({"phase": phase, "epoch": epoch + 1, "loss": float(np.mean(losses)), **metrics})
         state_path.write_text(json.dumps(state, indent=1))
@@ -279,8 +347,8 @@ def main(argv=None):
         if args.online:
             data = build_page_dataset(real + synthetic, detector, args.seed)
         else:
-            x, y = build_dataset(real + synthetic, detector, args.seed, args.jitters)
-            data = {"x": x, "y": y}
+            data = build_dataset(real + synthetic, detector, args.seed, args.jitters)
+            data["real"] = data.pop("page") < len(real)
         np.savez_compressed(data_path, **data)
     y = data["y"]
     log.info("examples: %d (%d signatures); real pages %d, validation pages %d", len(y), int(y.sum()),
@@ -288,14 +356,21 @@ def main(argv=None):
     online = OnlineCrops(data, args.batch, args.seed) if args.online else None
 
     order = np.zeros(0, np.int64)
+    pool = np.arange(len(y))
+    if args.real_weight > 1:
+        if "real" not in data:
+            raise SystemExit(f"{data_path} predates --real-weight (it does not say which crops are real): "
+                             "train into a new --out")
+        pool = np.concatenate([pool, *[np.nonzero(data["real"])[0]] * (args.real_weight - 1)])
 
     def batches(rng: np.random.Generator):
-        """The next batch: from the online cutter, or the next slice of a shuffled pass over the crops."""
+        """The next batch: from the online cutter, or the next slice of a shuffled pass over the crops
+        (real-page crops ``--real-weight`` times each)."""
         nonlocal order
         if online is not None:
             return online.next()
         if len(order) < args.batch:
-            order = rng.permutation(len(y))
+            order = pool[rng.permutation(len(pool))]
         idx, order = order[:args.batch], order[args.batch:]
         return data["x"][idx], y[idx]
 
@@ -304,12 +379,12 @@ def main(argv=None):
     if args.resume and state_path.exists():
         state = json.loads(state_path.read_text())
     model = build_rescorer()
-    steps = args.steps or max(1, len(y) // args.batch)
+    steps = args.steps or max(1, len(pool) // args.batch)
     if state["phase"] == "float":
         if state["epoch"] > 0:
             model.load_weights(args.out / "float.h5")
         lr = warmup_cosine(args.lr, steps, args.epochs * steps, floor=0.03)
-        train_phase(model, batches, y, args, args.epochs, lr, "float", state, state_path, detector, val,
+        train_phase(model, batches, y, args, args.epochs, steps, lr, "float", state, state_path, detector, val,
                     args.out / "float.h5")
         state.update(phase="qat", epoch=0)
         state_path.write_text(json.dumps(state, indent=1))
@@ -318,7 +393,7 @@ def main(argv=None):
     if state["epoch"] > 0:
         qat.load_weights(args.out / "qat.h5")
     low = args.lr * 0.03
-    train_phase(qat, batches, y, args, args.qat_epochs, lambda _: low, "qat", state, state_path, detector, val,
+    train_phase(qat, batches, y, args, args.qat_epochs, steps, lambda _: low, "qat", state, state_path, detector, val,
                 args.out / "qat.h5")
     if args.qat_epochs == 0:
         qat.save_weights(args.out / "qat.h5")
