@@ -28,7 +28,9 @@ evaluate`` (seeded references, mean fusion):
   measured in the same process so the ratios between methods are comparable.
 
 The summary gives each fold's numbers and their mean. A fold without a bundle is skipped
-and reported as missing, never filled in.
+and reported as missing, never filled in. A fold named only by a ``--baseline`` (its
+sigedge bundle no longer at hand) is scored for HOG and the baselines alone; each mean
+says which folds it covers.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
     cm_images, cm_ids, cm_kinds = read_rows(split_dir(fold) / "cross_media_chinese_val.csv")
     extra_rows, extra_ids, extra_kinds = same_name_impostors(cm_ids)
     cm_methods = {}
-    runs = [(precision, bundle, precision) for precision in ("int8", "float")]
+    runs = [(precision, bundle, precision) for precision in ("int8", "float")] if bundle is not None else []
     runs += [(name, path, "float") for name, path in (baselines or {}).items()]
     for name, path, precision in runs:
         pipe = Pipeline(path, PipelineOptions(precision=precision))
@@ -155,10 +157,11 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
         cm_methods[name] = embed_all(pipe, cm_images)
         cost[name] = model_cost(pipe, canvases_for(pipe, images))
     cm_methods["hog"] = hog_embeddings(cm_images)
-    for group in (methods, cm_methods):
-        group["int8+hog"] = fused(group["int8"], group["hog"])
-    cost["int8+hog"] = {"model_bytes": cost["int8"]["model_bytes"],
-                        "latency_ms_p50": cost["int8"]["latency_ms_p50"] + cost["hog"]["latency_ms_p50"]}
+    if bundle is not None:
+        for group in (methods, cm_methods):
+            group["int8+hog"] = fused(group["int8"], group["hog"])
+        cost["int8+hog"] = {"model_bytes": cost["int8"]["model_bytes"],
+                            "latency_ms_p50": cost["int8"]["latency_ms_p50"] + cost["hog"]["latency_ms_p50"]}
     out["cost"] = cost
     out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed) for m, e in methods.items()}
     cm_refs = 2
@@ -174,9 +177,10 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
 
 
 def method_names(folds: list[dict]) -> list[str]:
-    """The fixed methods, then any baselines, in first-seen order."""
+    """The fixed methods these folds have, then any baselines, in first-seen order."""
+    present = {m for f in folds for m in f["sigcomp2011_dutch"]}
     extra = [m for f in folds for m in f["sigcomp2011_dutch"] if m not in METHODS]
-    return list(METHODS) + list(dict.fromkeys(extra))
+    return [m for m in METHODS if m in present] + list(dict.fromkeys(extra))
 
 
 def summary(folds: list[dict]) -> dict:
@@ -235,7 +239,7 @@ def parse_fold(text: str) -> tuple[int, Path]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fold", type=parse_fold, action="append", required=True, metavar="K=BUNDLE",
+    ap.add_argument("--fold", type=parse_fold, action="append", default=[], metavar="K=BUNDLE",
                     help="a fold and the bundle trained without its writers (repeat per fold)")
     ap.add_argument("--baseline", type=parse_baseline, action="append", default=[], metavar="NAME:K=BUNDLE",
                     help="a float baseline model for fold K, e.g. signet:0=runs/signet-fold0/bundle (repeatable)")
@@ -245,11 +249,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     folds = []
-    for k, bundle in sorted(args.fold):
-        if not (bundle / "manifest.json").is_file() or not (split_dir(k) / "sigcomp2011_dutch_val.csv").is_file():
+    bundles: dict[int, Path | None] = {k: None for _, k, _ in args.baseline}
+    bundles.update(dict(args.fold))
+    for k, bundle in sorted(bundles.items()):
+        if (bundle is not None and not (bundle / "manifest.json").is_file()) \
+                or not (split_dir(k) / "sigcomp2011_dutch_val.csv").is_file():
             log.warning("fold %d: no bundle at %s or no split CSVs (python -m training.make_splits --fold %d); "
                         "skipped", k, bundle, k)
             continue
+        if bundle is None:
+            log.info("fold %d: no sigedge bundle given; HOG and the baselines only", k)
         baselines = {name: path for name, kb, path in args.baseline if kb == k}
         folds.append(evaluate_fold(k, bundle, args.refs, args.seed, baselines))
         log.info("fold %d: %s", k, folds[-1]["sigcomp2011_dutch"])

@@ -88,6 +88,17 @@ def test_crossval_summary_averages_a_baseline_only_over_its_folds():
     assert res["signet"]["model_bytes"] == 5000
 
 
+def test_crossval_summary_takes_a_fold_scored_for_hog_and_baselines_only():
+    from crossval import method_names, summary
+
+    base = {"int8": 0.2, "float": 0.2, "hog": 0.3, "int8+hog": 0.25}
+    folds = [_fold(0, {**base, "signet": 0.4}), _fold(1, {"hog": 0.5, "signet": 0.3})]
+    assert method_names([folds[1]]) == ["hog", "signet"]
+    res = summary(folds)
+    assert res["int8"]["folds"] == [0] and res["hog"]["folds"] == [0, 1]
+    assert res["signet"]["folds"] == [0, 1] and abs(res["signet"]["sigcomp_eer_skilled"] - 0.35) < 1e-12
+
+
 def test_crossval_baseline_argument():
     import argparse
 
