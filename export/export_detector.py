@@ -312,9 +312,11 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
             cfg_r = state_r.get("config", {})
             manifest["detection"]["rescorer"] = {
                 "training": {"command": "python -m training.train_rescorer --out " + str(rescorer_run) + " " + " ".join(
-                    f"--{k.replace('_', '-')} {v}" for k, v in cfg_r.items()
-                    if k in ("epochs", "qat_epochs", "batch", "seed", "lr", "synthetic_pages", "page_style",
-                             "jitters", "pool_seed") and v != "None"),
+                    [f"--{k.replace('_', '-')} {v}" for k, v in cfg_r.items()
+                     if k in ("epochs", "qat_epochs", "batch", "seed", "lr", "synthetic_pages", "page_style",
+                              "jitters", "pool_seed", "extra_style", "ema", "geometric", "label_smoothing",
+                              "real_weight") and v != "None"]
+                    + (["--online"] if cfg_r.get("online") == "True" else [])),
                     "data": "candidate boxes of the shipped int8 detector (score >= 0.05) on the training documents "
                             "of documents_tobacco800 and on generated pages, labelled by IoU with the true boxes, "
                             "plus jittered true boxes and random ink windows"},

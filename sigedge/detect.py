@@ -139,14 +139,19 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     if len(order) == 0:
         return order
     iou = iou_matrix(boxes[order], boxes[order])
-    keep: list[int] = []
-    suppressed = np.zeros(len(order), bool)
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= iou[i] > iou_threshold
-    return order[np.array(keep, dtype=int)]
+    return order[np.array(_greedy_keep(iou > iou_threshold), dtype=int)]
+
+
+def _greedy_keep(clash: np.ndarray) -> list[int]:
+    """Positions kept when walking in order and dropping each one that clashes with a kept one
+    (``clash[i, j]``: position i and j may not both stay). Shared by both suppressions."""
+    kept: list[int] = []
+    suppressed = np.zeros(len(clash), bool)
+    for i in range(len(clash)):
+        if not suppressed[i]:
+            kept.append(i)
+            suppressed |= clash[i]
+    return kept
 
 
 def suppress_overlapping(boxes: np.ndarray, order: list[int], min_overlap: float) -> list[int]:
@@ -158,12 +163,7 @@ def suppress_overlapping(boxes: np.ndarray, order: list[int], min_overlap: float
     Greedy in ``order``, as :func:`nms`.
     """
     overlap = overlap_matrix(boxes[order], boxes[order]) if order else np.zeros((0, 0))
-    clash = (overlap >= min_overlap) & (overlap > 0)
-    kept: list[int] = []
-    for pos in range(len(order)):
-        if not clash[pos, kept].any():
-            kept.append(pos)
-    return [order[pos] for pos in kept]
+    return [order[pos] for pos in _greedy_keep((overlap >= min_overlap) & (overlap > 0))]
 
 
 def rank_rescored(boxes: np.ndarray, detector_scores: np.ndarray, probabilities: np.ndarray, score_threshold: float,
