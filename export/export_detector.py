@@ -19,7 +19,10 @@ With ``--rescorer-run`` (a ``training/train_rescorer.py`` run) the candidate res
 converted too (``rescorer_int8.tflite`` with the int8 detector, ``rescorer_float.tflite``
 with the float one), each detector entry names its rescorer in a ``rescoring`` block, and
 the threshold rule above is applied to the fused scores. The report then gives every
-number for the detector alone and for the detector with its rescorer.
+number for the detector alone and for the detector with its rescorer. ``--rescorer-run``
+given several times ships an ensemble: the runs' files are ``rescorer_int8.tflite``,
+``rescorer_2_int8.tflite``, ... (roles ``rescorer``, ``rescorer_2``, ...), and the runtime
+averages their logits.
 """
 
 from __future__ import annotations
@@ -60,8 +63,12 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.95, THRESHOLD_STEP), 3)
 INPUT_NORMALISATION = "sigedge.detect.letterbox: gray page (darkest channel) letterboxed, paper 0, ink 1"
 RESCORER_NORMALISATION = ("sigedge.detect.rescorer_input: the candidate box plus `context` of its size on every side, "
                           "cut from the detector's input canvas, fitted with its aspect kept, paper 0, ink 1")
-RESCORER_FILES = {"detector": ("rescorer", "rescorer_int8.tflite"),
-                  "detector_float": ("rescorer_float", "rescorer_float.tflite")}
+
+
+def rescorer_files(member: int) -> dict[str, tuple[str, str]]:
+    """{detector role: (rescorer role, file name)} of ensemble member ``member`` (0-based)."""
+    tag = "rescorer" if member == 0 else f"rescorer_{member + 1}"
+    return {"detector": (tag, f"{tag}_int8.tflite"), "detector_float": (f"{tag}_float", f"{tag}_float.tflite")}
 
 
 def convert(model, representative: list[np.ndarray] | None) -> bytes:
@@ -111,23 +118,22 @@ def rescorer_entry(path: Path, precision: str) -> dict:
     }
 
 
-def rescoring_block(role: str, threshold: float) -> dict:
+def rescoring_block(roles: list[str], threshold: float) -> dict:
     from training.train_rescorer import CANDIDATE_THRESHOLD, CONTEXT, MAX_OVERLAP, MAX_RESCORED
 
-    return {"model": role, "fusion": "geometric_mean", "candidate_threshold": CANDIDATE_THRESHOLD,
+    return {"models": list(roles), "ensemble": "mean_logit", "fusion": "geometric_mean", "candidate_threshold": CANDIDATE_THRESHOLD,
             "max_candidates": MAX_RESCORED, "max_overlap": MAX_OVERLAP, "context": CONTEXT,
             "score_threshold": threshold}
 
 
-def detector_for(path: Path, threshold: float = 0.01, rescorer: Path | None = None) -> Detector:
-    """The runtime's detector for an exported file (with its rescorer file, if given)."""
-    res_spec, block = None, None
-    if rescorer is not None:
-        res_spec = spec_from_entry(rescorer.parent, "rescorer", rescorer_entry(rescorer, ""))
-        block = rescoring_block("rescorer", threshold)
+def detector_for(path: Path, threshold: float = 0.01, rescorers: list[Path] | tuple = ()) -> Detector:
+    """The runtime's detector for an exported file (with its rescorer files, if given)."""
+    roles = [f"rescorer_{k}" for k in range(len(rescorers))]
+    specs = [spec_from_entry(r.parent, role, rescorer_entry(r, "")) for role, r in zip(roles, rescorers)]
+    block = rescoring_block(roles, threshold) if rescorers else None
     spec = spec_from_entry(path.parent, "detector", entry(path, "", threshold, block))
     # one thread: the report's latency_ms_1_thread_640 is timed with this detector
-    return Detector(spec, threads=1, options=DetectOptions(max_detections=50), rescorer=res_spec)
+    return Detector(spec, threads=1, options=DetectOptions(max_detections=50), rescorers=specs)
 
 
 def rescorer_representative(det: Detector, pages, n: int = 300, seed: int = 0) -> list[np.ndarray]:
@@ -199,26 +205,40 @@ def model_latency_ms(det: Detector, page: np.ndarray) -> float:
     return median_ms(lambda: det._model(canvas))
 
 
-def convert_rescorer(run: Path, tmp: Path, det: Detector, train_pages, int8: bool) -> dict[str, Path]:
-    """The rescorer run's float (and int8, from the QAT weights) TFLite files."""
+def convert_rescorer(run: Path, tmp: Path, det: Detector, train_pages, int8: bool, member: int = 0) -> dict[str, Path]:
+    """The rescorer run's float (and int8, from the QAT weights) TFLite files, as ensemble member ``member``."""
     import tensorflow_model_optimization as tfmot
 
     from training.train_rescorer import build_rescorer
 
     float_model = build_rescorer()
     float_model.load_weights(run / "float.h5")
-    files = {"rescorer_float": tmp / RESCORER_FILES["detector_float"][1]}
-    files["rescorer_float"].write_bytes(convert(float_model, None))
+    names = rescorer_files(member)
+    float_role, float_name = names["detector_float"]
+    files = {float_role: tmp / float_name}
+    files[float_role].write_bytes(convert(float_model, None))
     if int8:
         qat = tfmot.quantization.keras.quantize_model(build_rescorer())
         qat.load_weights(run / "qat.h5")
-        files["rescorer"] = tmp / RESCORER_FILES["detector"][1]
-        files["rescorer"].write_bytes(convert(qat, rescorer_representative(det, train_pages)))
+        int8_role, int8_name = names["detector"]
+        files[int8_role] = tmp / int8_name
+        files[int8_role].write_bytes(convert(qat, rescorer_representative(det, train_pages)))
     return files
 
 
+def rescorer_command(run: Path) -> str:
+    """The training command of a rescorer run, from the options its state.json recorded."""
+    cfg = json.loads((run / "state.json").read_text()).get("config", {})
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
+             if k in ("epochs", "qat_epochs", "batch", "seed", "lr", "synthetic_pages", "page_style", "jitters",
+                      "pool_seed", "extra_style", "ema", "geometric", "label_smoothing", "real_weight")
+             and v != "None"]
+    return " ".join(["python -m training.train_rescorer --out", str(run), *flags]
+                    + (["--online"] if cfg.get("online") == "True" else []))
+
+
 def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | None = None,
-           negative_pages: int = 200, int8: bool = True, rescorer_run: Path | None = None) -> dict:
+           negative_pages: int = 200, int8: bool = True, rescorer_runs: list[Path] | tuple = ()) -> dict:
     from training import data as D
     from training import detector_data as DD
     from training.detector_model import build_detector, quantize_aware
@@ -253,9 +273,12 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
         if int8:
             files["detector"] = tmp / "detector_int8.tflite"
             files["detector"].write_bytes(convert(qat_model, rep))
-        if rescorer_run is not None:
-            files.update(convert_rescorer(rescorer_run, tmp, detector_for(files["detector_float"]), train_pages,
-                                          int8))
+        calibration_detector = detector_for(files["detector_float"])
+        for member, rescorer_run in enumerate(rescorer_runs):
+            files.update(convert_rescorer(rescorer_run, tmp, calibration_detector, train_pages, int8, member))
+        # {detector role: its rescorer roles}, one per run, of the detector's precision
+        res_roles = {role: [rescorer_files(k)[role][0] for k in range(len(rescorer_runs))]
+                     for role in ("detector", "detector_float")}
         report, thresholds, fused = {}, {}, {}
         for role in ("detector_float", "detector"):
             if role not in files:
@@ -266,27 +289,28 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
                                    model_latency_ms(det, val_pages[0][0]))
             thresholds[role] = report[role]["score_threshold"]
             log.info("%s: %s", role, report[role])
-            res_role = RESCORER_FILES[role][0]
-            if res_role in files:
-                det = detector_for(path, rescorer=files[res_role])
-                # bytes: both files, as both ship; time: a whole detect call (detector, decoding, rescoring)
+            if rescorer_runs:
+                det = detector_for(path, rescorers=[files[r] for r in res_roles[role]])
+                # bytes: all files, as all ship; time: a whole detect call (detector, decoding, rescoring)
                 page = val_pages[0][0]
                 fused[role] = measure(det, negatives, train_pages, val_pages,
-                                      path.stat().st_size + files[res_role].stat().st_size,
+                                      path.stat().st_size + sum(files[r].stat().st_size for r in res_roles[role]),
                                       median_ms(lambda: det.detect(page)))
-                log.info("%s + %s: %s", role, res_role, fused[role])
+                log.info("%s + %s: %s", role, res_roles[role], fused[role])
         out.mkdir(parents=True, exist_ok=True)
         manifest_path = out / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
-        for role in ("rescorer", "rescorer_float"):
-            manifest["models"].pop(role, None)
+        for role in [r for r in manifest["models"] if r.startswith("rescorer")]:  # the previous second stage
+            old = out / manifest["models"].pop(role)["file"]
+            if old.name not in {p.name for p in files.values()}:
+                old.unlink(missing_ok=True)
         for role, path in files.items():
             shutil.copy2(path, out / path.name)
             if role.startswith("rescorer"):
-                manifest["models"][role] = rescorer_entry(out / path.name, "int8" if role == "rescorer" else "float32")
+                manifest["models"][role] = rescorer_entry(out / path.name,
+                                                          "float32" if role.endswith("_float") else "int8")
                 continue
-            block = (rescoring_block(RESCORER_FILES[role][0], fused[role]["score_threshold"])
-                     if role in fused else None)
+            block = rescoring_block(res_roles[role], fused[role]["score_threshold"]) if role in fused else None
             manifest["models"][role] = entry(out / path.name, "int8" if role == "detector" else "float32",
                                              thresholds[role], block)
         if not int8:
@@ -308,19 +332,16 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
             "report": report,
         }
         if fused:
-            state_r = json.loads((rescorer_run / "state.json").read_text())
-            cfg_r = state_r.get("config", {})
+            commands = [rescorer_command(r) for r in rescorer_runs]
             manifest["detection"]["rescorer"] = {
-                "training": {"command": "python -m training.train_rescorer --out " + str(rescorer_run) + " " + " ".join(
-                    [f"--{k.replace('_', '-')} {v}" for k, v in cfg_r.items()
-                     if k in ("epochs", "qat_epochs", "batch", "seed", "lr", "synthetic_pages", "page_style",
-                              "jitters", "pool_seed", "extra_style", "ema", "geometric", "label_smoothing",
-                              "real_weight") and v != "None"]
-                    + (["--online"] if cfg_r.get("online") == "True" else [])),
+                "training": {
+                    "command": commands[0] if len(commands) == 1 else " && ".join(commands),
                     "data": "candidate boxes of the shipped int8 detector (score >= 0.05) on the training documents "
                             "of documents_tobacco800 and on generated pages, labelled by IoU with the true boxes, "
                             "plus jittered true boxes and random ink windows"},
-                "fusion": "score = sqrt(detector probability x rescorer probability)",
+                "fusion": "score = sqrt(detector probability x rescorer probability)"
+                          + ("" if len(rescorer_runs) == 1 else
+                             f"; rescorer probability = sigmoid(mean logit of {len(rescorer_runs)} rescorers)"),
                 "report": fused,
             }
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -337,11 +358,12 @@ def main(argv=None):
     p.add_argument("--data", type=Path, default=None)
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--negative-pages", type=int, default=200)
-    p.add_argument("--rescorer-run", type=Path, default=None, help="training/train_rescorer.py run to ship with it")
+    p.add_argument("--rescorer-run", type=Path, action="append", default=[],
+                   help="training/train_rescorer.py run to ship with it (several: an ensemble, logits averaged)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rep = export(args.run, args.out, args.data, args.cache, args.negative_pages, int8=args.int8,
-                 rescorer_run=args.rescorer_run)
+                 rescorer_runs=args.rescorer_run)
     print(json.dumps(rep["report"], indent=1))
 
 

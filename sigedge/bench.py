@@ -118,7 +118,7 @@ def _bench_detector(bundle: ModelBundle, report: dict, repeat: int) -> None:
     (``detect_page_<precision>``) and with its candidates re-scored (``..._rescored``), which
     is what ``Pipeline.detect`` runs.
     """
-    from .detect import DetectOptions, Detector
+    from .detect import DetectOptions, Detector, rescorer_roles
 
     pages = _generated_pages()
     runs = max(10, repeat // 2)
@@ -129,12 +129,12 @@ def _bench_detector(bundle: ModelBundle, report: dict, repeat: int) -> None:
         det = Detector(spec, threads=1, options=DetectOptions(rescore=False))
         report["stages"][f"detect_page_{spec.precision}"] = time_stage(det.detect, pages, runs)
         report["models"][role] = _model_row(spec)
-        rescorer_role = spec.raw.get("rescoring", {}).get("model")
-        if rescorer_role in bundle.models:
-            rescorer = bundle.models[rescorer_role]
-            rescored = Detector(spec, threads=1, rescorer=rescorer)
+        roles = rescorer_roles(spec.raw)
+        if roles and all(r in bundle.models for r in roles):
+            rescored = Detector(spec, threads=1, rescorers=[bundle.models[r] for r in roles])
             report["stages"][f"detect_page_{spec.precision}_rescored"] = time_stage(rescored.detect, pages, runs)
-            report["models"][rescorer_role] = _model_row(rescorer)
+            for r in roles:
+                report["models"][r] = _model_row(bundle.models[r])
     st = report["stages"]
     if "detect_page_int8" in st and "detect_page_float32" in st:
         report["detector_int8_speedup_vs_float"] = st["detect_page_float32"]["p50_ms"] / st["detect_page_int8"]["p50_ms"]

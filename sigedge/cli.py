@@ -253,8 +253,9 @@ def export(
     data: Optional[Path] = typer.Option(None, "--data", help="Signature data root (default ../shared/data)."),
     model: str = typer.Option("embedder", "--model", help="Which run this is: embedder or detector. A detector "
                               "is added to an existing bundle (--out must hold a manifest)."),
-    rescorer_run: Optional[Path] = typer.Option(None, "--rescorer-run", help="With --model detector: a "
-                                                "training/train_rescorer.py run shipped as its second stage."),
+    rescorer_run: Optional[List[Path]] = typer.Option(None, "--rescorer-run", help="With --model detector: a "
+                                                      "training/train_rescorer.py run shipped as its second stage "
+                                                      "(repeat it to ship an ensemble whose logits are averaged)."),
 ) -> None:
     """Convert a trained run to TFLite (int8 with --int8), check parity, write a bundle. Needs the train extra."""
     with command_errors():
@@ -272,9 +273,10 @@ def export(
                 raise UsageError(f"{out}: no manifest.json; export the embedder into it first")
             from export.export_detector import export as export_detector
 
-            if rescorer_run is not None and not (rescorer_run / "state.json").is_file():
-                raise UsageError(f"{rescorer_run}: not a rescorer run (no state.json)")
-            detection = export_detector(run, out, data_root=data, int8=int8, rescorer_run=rescorer_run)
+            for r in rescorer_run or []:
+                if not (r / "state.json").is_file():
+                    raise UsageError(f"{r}: not a rescorer run (no state.json)")
+            detection = export_detector(run, out, data_root=data, int8=int8, rescorer_runs=list(rescorer_run or []))
             rows = [(role, r) for role, r in detection["report"].items()]
             rows += [(f"{role} + rescorer", r) for role, r in detection.get("rescorer", {}).get("report", {}).items()]
             for name, r in rows:

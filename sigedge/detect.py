@@ -11,6 +11,7 @@ input image's pixels. Thresholds and the stride come from the bundle manifest.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from .interpreter import TFLiteModel, TFLiteMultiOutputModel
 from .normalize import to_gray
 
 __all__ = ["Detection", "DetectOptions", "Detector", "Letterbox", "letterbox", "decode_heatmap", "nms", "crop",
-           "rescorer_input", "suppress_overlapping", "rank_rescored"]
+           "rescorer_input", "rescorer_roles", "suppress_overlapping", "rank_rescored"]
 
 log = logging.getLogger(__name__)
 
@@ -216,19 +217,31 @@ def _ink_reaching(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndar
     return ~outside_ink
 
 
+def rescorer_roles(detector_entry: dict) -> list[str]:
+    """The manifest roles of a detector entry's rescorers, in order (none without rescoring).
+
+    ``rescoring.models`` lists an ensemble; ``rescoring.model`` (one name) is the older form.
+    """
+    rescoring = detector_entry.get("rescoring") or {}
+    if "models" in rescoring:
+        return [str(r) for r in rescoring["models"]]
+    return [str(rescoring["model"])] if rescoring.get("model") else []
+
+
 class Detector:
     """The bundle's signature detector, run on whole pages.
 
-    With a ``rescorer`` (the manifest entry's ``rescoring`` block names it), the detector's
-    candidates down to ``candidate_threshold`` (the ``max_candidates`` best of them) are each
-    cut from the detector's input and classified "signature or not"; a box's score is then
-    the geometric mean of the two probabilities and the threshold is
+    With ``rescorers`` (the manifest entry's ``rescoring`` block names them, see
+    :func:`rescorer_roles`), the detector's candidates down to ``candidate_threshold`` (the
+    ``max_candidates`` best of them) are each cut from the detector's input and classified
+    "signature or not" (by the mean logit of the rescorers); a box's score is then the
+    geometric mean of the two probabilities and the threshold is
     ``rescoring.score_threshold``. Rescoring re-orders boxes, so a box covering
     ``max_overlap`` of a better-scored one (intersection over the smaller area) is dropped.
     """
 
     def __init__(self, spec: ModelSpec, threads: int = 1, options: DetectOptions | None = None,
-                 rescorer: ModelSpec | None = None):
+                 rescorers: Sequence[ModelSpec] = ()):
         self.spec = spec
         self.options = options or DetectOptions()
         raw = spec.raw
@@ -239,9 +252,9 @@ class Detector:
             self.stride = int(dec["stride"])
             default_threshold = float(dec["score_threshold"])
             self.nms_iou = float(self.options.nms_iou if self.options.nms_iou is not None else dec["nms_iou"])
-            self._rescorer: TFLiteModel | None = None
+            self._rescorers: list[TFLiteModel] = []
             rescoring = raw.get("rescoring")
-            if rescorer is not None and rescoring and self.options.rescore:
+            if rescorers and rescoring and self.options.rescore:
                 if rescoring.get("fusion") != "geometric_mean":
                     raise ModelError(f"rescoring fusion {rescoring.get('fusion')!r} is not supported")
                 self.candidate_threshold = float(rescoring["candidate_threshold"])
@@ -249,7 +262,10 @@ class Detector:
                 self.rescore_context = float(rescoring["context"])
                 self.max_overlap = float(rescoring["max_overlap"])
                 default_threshold = float(rescoring["score_threshold"])
-                self._rescorer = self._load_rescorer(rescorer, threads)
+                if len(rescorers) != len(rescorer_roles(raw)):
+                    raise ModelError(f"the manifest names {len(rescorer_roles(raw))} rescorer(s) for "
+                                     f"{spec.role!r}, {len(rescorers)} were given")
+                self._rescorers = [self._load_rescorer(r, threads) for r in rescorers]
             self.score_threshold = float(self.options.score_threshold if self.options.score_threshold is not None
                                          else default_threshold)
         except (KeyError, TypeError, ValueError) as exc:
@@ -280,8 +296,8 @@ class Detector:
 
     @property
     def rescores(self) -> bool:
-        """Whether candidates are re-scored by a second model."""
-        return self._rescorer is not None
+        """Whether candidates are re-scored by a second stage."""
+        return bool(self._rescorers)
 
     def raw_outputs(self, page: np.ndarray) -> tuple[dict[str, np.ndarray], Letterbox]:
         """The model's maps for a decoded page image (gray or BGR uint8)."""
@@ -302,25 +318,36 @@ class Detector:
         return canvas, boxes[keep], scores[keep], lb
 
     def rescorer_probabilities(self, canvas: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """The rescorer's probability that each box (canvas pixels) holds a signature."""
-        if self._rescorer is None:
+        """The second stage's probability that each box (canvas pixels) holds a signature.
+
+        With several rescorers (an ensemble of independently trained ones) it is the sigmoid
+        of their mean logit: averaging logits keeps one member's confident veto from
+        being diluted to nothing, as averaging probabilities would, without letting it rule.
+        """
+        if not self._rescorers:
             raise ModelError("this detector has no rescorer")
-        h, w = self._rescorer.input_shape[1:3]
-        crops = (rescorer_input(canvas, tuple(b), h, w, self.rescore_context)[..., None] for b in boxes)
-        return np.array([_sigmoid(self._rescorer(c)) for c in crops], np.float32).reshape(-1)
+        logits = np.zeros(len(boxes), np.float32)
+        by_shape: dict[tuple[int, int], list[np.ndarray]] = {}
+        for model in self._rescorers:
+            h, w = model.input_shape[1:3]
+            if (h, w) not in by_shape:  # members of one input size share their crops
+                by_shape[h, w] = [rescorer_input(canvas, tuple(b), h, w, self.rescore_context)[..., None]
+                                  for b in boxes]
+            logits += np.array([float(np.ravel(model(c))[0]) for c in by_shape[h, w]], np.float32)
+        return _sigmoid(logits / len(self._rescorers)).astype(np.float32)
 
     def rescore(self, canvas: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Geometric mean of the detector's and the rescorer's probabilities, box by box."""
-        if self._rescorer is None:
+        if not self._rescorers:
             return scores
         return np.sqrt(np.asarray(scores, np.float32) * self.rescorer_probabilities(canvas, boxes))
 
     def detect(self, page: np.ndarray, score_threshold: float | None = None) -> list[Detection]:
         """Signatures on a decoded page, best first, boxes in the page's pixels."""
         thr = self.score_threshold if score_threshold is None else float(score_threshold)
-        first = min(thr, self.candidate_threshold) if self._rescorer is not None else thr
+        first = min(thr, self.candidate_threshold) if self._rescorers else thr
         canvas, boxes, scores, lb = self.candidates(page, first)
-        if self._rescorer is not None:  # the best few only: bounds the time a page takes
+        if self._rescorers:  # the best few only: bounds the time a page takes
             boxes, scores = boxes[: self.max_rescored], scores[: self.max_rescored]
             order, scores = rank_rescored(boxes, scores, self.rescorer_probabilities(canvas, boxes), thr,
                                           self.max_overlap)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .bundle import ModelBundle
 from .clean import CleanOptions, clean_signature
-from .detect import DetectOptions, Detection, Detector, crop
+from .detect import DetectOptions, Detection, Detector, crop, rescorer_roles
 from .errors import ModelError, NoSignatureError, UsageError
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
@@ -181,11 +181,10 @@ class Pipeline:
         if self._detector is None:
             role = "detector" if self.options.precision == "int8" else "detector_float"
             spec = self.bundle.model(role)
-            # the detector's manifest entry names its rescorer (of the same precision), if any
-            rescorer_role = spec.raw.get("rescoring", {}).get("model")
-            rescorer = self.bundle.model(rescorer_role) if rescorer_role else None
+            # the detector's manifest entry names its rescorers (of the same precision), if any
+            rescorers = [self.bundle.model(role) for role in rescorer_roles(spec.raw)]
             self._detector = Detector(spec, threads=self.options.threads, options=self.options.detect_options,
-                                      rescorer=rescorer)
+                                      rescorers=rescorers)
         return self._detector
 
     def detect(self, page: ImageInput, score_threshold: float | None = None) -> list[Detection]:

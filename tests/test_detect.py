@@ -158,7 +158,7 @@ def _detector_with(rescorer, threshold: float):
 
     det = Detector.__new__(Detector)
     det.options = DetectOptions()
-    det._rescorer = rescorer
+    det._rescorers = [] if rescorer is None else list(rescorer) if isinstance(rescorer, list) else [rescorer]
     det.rescore_context = 0.1
     det.candidate_threshold = 0.05
     det.max_rescored = 24
@@ -176,6 +176,51 @@ def test_rescore_is_the_geometric_mean_of_both_probabilities():
     p_ink, p_blank = 1 / (1 + np.exp(-4.0)), 1 / (1 + np.exp(4.0))
     assert fused == pytest.approx([np.sqrt(0.64 * p_ink), np.sqrt(0.64 * p_blank)], rel=1e-5)
     assert _detector_with(None, 0.5).rescore(canvas, boxes, np.array([0.3, 0.2])) == pytest.approx([0.3, 0.2])
+
+
+class _ConstantRescorer:
+    """A rescorer of another input size that gives every crop the same logit."""
+
+    input_shape = (1, 8, 8, 1)
+
+    def __init__(self, logit: float):
+        self.logit = logit
+
+    def __call__(self, x):
+        assert x.shape == (8, 8, 1)  # cut at its own input size
+        return np.array([self.logit], np.float32)
+
+
+def test_an_ensemble_of_rescorers_averages_their_logits():
+    det = _detector_with([_FakeRescorer(), _ConstantRescorer(-2.0)], 0.5)
+    canvas = np.zeros((100, 100), np.float32)
+    canvas[10:20, 10:40] = 1.0
+    boxes = np.array([[10, 10, 40, 20], [60, 60, 90, 70]], np.float32)  # inked, blank
+    p = det.rescorer_probabilities(canvas, boxes)
+    assert p == pytest.approx([1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(3.0))], rel=1e-5)  # (4-2)/2, (-4-2)/2
+    assert det.rescores and not _detector_with(None, 0.5).rescores
+
+
+def test_rescorer_roles_reads_both_manifest_forms():
+    from sigedge.detect import rescorer_roles
+
+    assert rescorer_roles({"rescoring": {"models": ["rescorer", "rescorer_2"]}}) == ["rescorer", "rescorer_2"]
+    assert rescorer_roles({"rescoring": {"model": "rescorer"}}) == ["rescorer"]
+    assert rescorer_roles({"decoding": {}}) == []
+
+
+def test_detector_refuses_a_rescorer_count_the_manifest_does_not_name():
+    from sigedge.bundle import ModelBundle
+    from sigedge.detect import Detector, rescorer_roles
+    from sigedge.errors import ModelError
+
+    bundle = ModelBundle.load(None)
+    spec = bundle.model("detector")
+    roles = rescorer_roles(spec.raw)
+    assert roles  # the shipped detector re-scores its candidates
+    with pytest.raises(ModelError, match="rescorer"):
+        Detector(spec, rescorers=[bundle.model(roles[0])] * (len(roles) + 1))
+    assert Detector(spec, rescorers=[bundle.model(r) for r in roles]).rescores
 
 
 def test_detect_reorders_and_thresholds_on_the_fused_score(monkeypatch):

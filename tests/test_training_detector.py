@@ -161,15 +161,20 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     for old in [*bundle.glob("detector*.tflite"), *bundle.glob("rescorer*.tflite")]:
         old.unlink()
     before = json.loads((bundle / "manifest.json").read_text())
-    report = export(run, bundle, data_root=data, cache=tmp / "cache", negative_pages=2, rescorer_run=rescorer_run)
+    # the same run twice: an ensemble of two (identical) members exercises the plumbing
+    report = export(run, bundle, data_root=data, cache=tmp / "cache", negative_pages=2,
+                    rescorer_runs=[rescorer_run, rescorer_run])
     b = ModelBundle.load(bundle)  # every sha256 checked, the rescorers' too
     assert b.model("detector").precision == "int8"
     assert b.models["embedder"].sha256 == before["models"]["embedder"]["sha256"]  # embedder untouched
     assert b.model("detector").raw["decoding"]["stride"] == 8
     assert {"map50", "map50_95"} <= set(report["report"]["detector"]["validation"])
-    assert b.model("detector").raw["rescoring"]["model"] == "rescorer"
-    assert b.model("detector_float").raw["rescoring"]["model"] == "rescorer_float"
+    assert b.model("detector").raw["rescoring"]["models"] == ["rescorer", "rescorer_2"]
+    assert b.model("detector_float").raw["rescoring"]["models"] == ["rescorer_float", "rescorer_2_float"]
     assert b.model("rescorer").precision == "int8" and b.model("rescorer").raw["output"]["kind"] == "logit"
+    assert b.model("rescorer_2").file.name == "rescorer_2_int8.tflite"
+    assert b.model("rescorer_2_float").precision == "float32"
+    assert report["rescorer"]["training"]["command"].count("train_rescorer") == 2
     assert {"detector", "detector_float"} <= set(report["rescorer"]["report"])
     page = cv2.imread(str(next((data / "documents_tobacco800" / "images").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
 
@@ -179,9 +184,9 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     rescoring = b.model("detector").raw["rescoring"]
     canvas, boxes, scores, _ = det.candidates(page, 0.0)
     boxes, scores = boxes[: rescoring["max_candidates"]], scores[: rescoring["max_candidates"]]
-    res = TFLiteModel(b.model("rescorer").file)
-    p = np.array([1 / (1 + np.exp(-res(rescorer_input(canvas, tuple(bx), 64, 160, rescoring["context"])[..., None])[0]))
-                  for bx in boxes])
+    members = [TFLiteModel(b.model(r).file) for r in rescoring["models"]]
+    crops = [rescorer_input(canvas, tuple(bx), 64, 160, rescoring["context"])[..., None] for bx in boxes]
+    p = np.array([1 / (1 + np.exp(-np.mean([m(c)[0] for m in members]))) for c in crops])
     fused = np.sqrt(scores * p)
     order = suppress_overlapping(boxes, [int(i) for i in np.argsort(-fused, kind="stable")], rescoring["max_overlap"])
     expected = fused[order]
