@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sigedge.bundle import ModelBundle  # noqa: E402
-from sigedge.detect import Detector  # noqa: E402
+from sigedge.detect import Detector, rescorer_roles  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections, read_yolo_labels, yolo_pairs  # noqa: E402
 from sigedge.imageio import load_image  # noqa: E402
 
@@ -44,16 +44,19 @@ def main(argv=None) -> None:
     bundle = ModelBundle.load(args.bundle)
     report = {}
     for det_role in ("detector", "detector_float"):
-        for res_role in ("rescorer", "rescorer_float"):
-            if det_role not in bundle.models or res_role not in bundle.models:
+        for res_owner in ("detector", "detector_float"):  # the int8 rescorers, then the float ones
+            if det_role not in bundle.models or res_owner not in bundle.models:
                 continue
-            det = Detector(bundle.model(det_role), rescorer=bundle.model(res_role))
+            res_roles = rescorer_roles(bundle.model(res_owner).raw)
+            if not res_roles:
+                continue
+            det = Detector(bundle.model(det_role), rescorers=[bundle.model(r) for r in res_roles])
             preds = {}
             for k, page in enumerate(pages):
                 found = det.detect(page, score_threshold=0.01)
                 preds[str(k)] = (np.array([d.box for d in found]).reshape(-1, 4), np.array([d.score for d in found]))
             r = evaluate_detections(preds, truth)
-            report[f"{det_role} + {res_role}"] = {"map50": r.map50, "map50_95": r.map50_95}
+            report[f"{det_role} + {'+'.join(res_roles)}"] = {"map50": r.map50, "map50_95": r.map50_95}
     print(json.dumps(report, indent=1))
 
 
