@@ -233,6 +233,8 @@ def rescorer_command(run: Path) -> str:
              if k in ("epochs", "qat_epochs", "batch", "seed", "lr", "synthetic_pages", "page_style", "jitters",
                       "pool_seed", "extra_style", "ema", "geometric", "label_smoothing", "real_weight")
              and v != "None"]
+    if cfg.get("teacher"):  # a distilled rescorer: its teachers and their weight
+        flags += [f"--teacher {t}" for t in cfg["teacher"].split()] + [f"--distill {cfg['distill']}"]
     return " ".join(["python -m training.train_rescorer --out", str(run), *flags]
                     + (["--online"] if cfg.get("online") == "True" else []))
 

@@ -224,3 +224,34 @@ def test_online_rescorer_batches_cut_fresh_crops_from_stored_pages(detector_run)
         maker.close()
     assert x1.shape == (8, 64, 160, 1) and x1.dtype == np.float32 and set(np.unique(y1)) <= {0.0, 1.0}
     assert 0.0 <= x1.min() and x1.max() <= 1.0 and not np.array_equal(x1, x2)
+
+
+def test_teacher_probabilities_are_the_sigmoid_of_the_teachers_mean_logit(tmp_path):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    from training.train_rescorer import HEIGHT, WIDTH, build_rescorer, teacher_probabilities
+
+    x = np.random.default_rng(0).random((5, HEIGHT, WIDTH, 1)).astype(np.float32)
+    logits = []
+    for k in range(2):
+        keras.utils.set_random_seed(k)
+        teacher = tfmot.quantization.keras.quantize_model(build_rescorer())
+        (tmp_path / f"t{k}").mkdir()
+        teacher.save_weights(tmp_path / f"t{k}" / "qat.h5")
+        logits.append(teacher(x, training=False).numpy().reshape(-1))
+    p = teacher_probabilities([tmp_path / "t0", tmp_path / "t1"], x, batch=2)  # batches that split the crops
+    assert p == pytest.approx(1 / (1 + np.exp(-(logits[0] + logits[1]) / 2)), rel=1e-4, abs=1e-6)
+
+
+def test_rescorer_command_records_a_distilled_runs_teachers(tmp_path):
+    from export.export_detector import rescorer_command
+
+    (tmp_path / "state.json").write_text(json.dumps({"config": {
+        "epochs": "8", "seed": "4", "teacher": "runs/a runs/b", "distill": "0.7", "online": "False"}}))
+    command = rescorer_command(tmp_path)
+    assert command.startswith(f"python -m training.train_rescorer --out {tmp_path} --epochs 8 --seed 4")
+    assert command.endswith("--teacher runs/a --teacher runs/b --distill 0.7")
+    (tmp_path / "state.json").write_text(json.dumps({"config": {"epochs": "8", "online": "True"}}))
+    assert rescorer_command(tmp_path).endswith("--epochs 8 --online")

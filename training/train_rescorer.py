@@ -78,6 +78,10 @@ def parse_args(argv=None):
                    help="targets eps/2 and 1-eps/2: bounds how sure the rescorer gets, so one wrong veto costs less")
     p.add_argument("--real-weight", type=int, default=1,
                    help="draw the crops from real pages this many times as often as the generated ones")
+    p.add_argument("--teacher", type=Path, action="append", default=[],
+                   help="a finished rescorer run (its qat.h5) to distil from; several: their mean logit")
+    p.add_argument("--distill", type=float, default=0.7,
+                   help="with --teacher: weight of the teachers' probability in the target (the rest: the label)")
     p.set_defaults(steps=0)  # 0: one pass over the examples per epoch
     return p.parse_args(argv)
 
@@ -262,6 +266,19 @@ def fused_map(model: keras.Model, detector: Detector, pages) -> dict:
     return {"map50": r.map50, "map50_95": r.map50_95, "precision": r.precision, "recall": r.recall}
 
 
+def teacher_probabilities(runs: list[Path], x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """sigmoid(mean logit) of the teacher runs' QAT weights on every crop: an ensemble's
+    judgement, to be learnt by one model that costs one rescorer's time a candidate."""
+    logits = np.zeros(len(x), np.float32)
+    for run in runs:
+        teacher = tfmot.quantization.keras.quantize_model(build_rescorer())
+        teacher.load_weights(run / "qat.h5")
+        for i in range(0, len(x), batch):
+            logits[i:i + batch] += teacher(x[i:i + batch], training=False).numpy().reshape(-1)
+        log.info("teacher %s: done", run)
+    return (1.0 / (1.0 + np.exp(-logits / len(runs)))).astype(np.float32)
+
+
 def train_phase(model, batches, y, args, epochs, steps_per_epoch, lr_fn, phase, state, state_path, detector, val,
                 weights_path):
     """Train ``model`` for ``epochs`` of ``steps_per_epoch`` batches from ``batches(rng)`` -> (x, y);
@@ -354,6 +371,11 @@ def main(argv=None):
     log.info("examples: %d (%d signatures); real pages %d, validation pages %d", len(y), int(y.sum()),
              len(real), len(val))
     online = OnlineCrops(data, args.batch, args.seed) if args.online else None
+    target = y
+    if args.teacher:
+        if args.online:
+            raise SystemExit("--teacher needs crops cut up front (not --online)")
+        target = (1.0 - args.distill) * y + args.distill * teacher_probabilities(args.teacher, data["x"])
 
     order = np.zeros(0, np.int64)
     pool = np.arange(len(y))
@@ -372,7 +394,7 @@ def main(argv=None):
         if len(order) < args.batch:
             order = pool[rng.permutation(len(pool))]
         idx, order = order[:args.batch], order[args.batch:]
-        return data["x"][idx], y[idx]
+        return data["x"][idx], target[idx]
 
     state_path = args.out / "state.json"
     state = {"epoch": 0, "phase": "float", "history": []}
@@ -400,7 +422,7 @@ def main(argv=None):
     if online is not None:
         online.close()
     state["phase"] = "done"
-    state["config"] = {k: str(v) for k, v in vars(args).items()}
+    state["config"] = {k: " ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in vars(args).items()}
     state_path.write_text(json.dumps(state, indent=1))
 
 
