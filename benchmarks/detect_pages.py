@@ -66,18 +66,17 @@ def main(argv=None) -> None:
             continue
         det = Detector(spec, threads=1, rescorers=[bundle.model(r) for r in res_roles])
         report[f"{spec.precision}_rescored"] = summary(per_page_ms(det.detect, pages, args.repeat))
-        counts, crop = [], None
+        counts, sample = [], None
         for page in pages:
             canvas, boxes, _, _ = det.candidates(page, det.candidate_threshold)
             counts.append(min(len(boxes), det.max_rescored))
-            if crop is None and len(boxes):
-                crop = boxes[:1]
-                crop_canvas = canvas
+            if sample is None and len(boxes):
+                sample = (canvas, boxes[:1])
         report[f"{spec.precision}_rescored"]["candidates_per_page_p50"] = float(np.median(counts))
-        if crop is not None:  # one candidate through the whole second stage (every rescorer, cut included)
+        if sample is not None:  # one candidate through the whole second stage (every rescorer, cut included)
             start = time.perf_counter()
             for _ in range(200):
-                det.rescorer_probabilities(crop_canvas, crop)
+                det.rescorer_probabilities(*sample)
             report[f"{spec.precision}_rescored"]["rescorers"] = len(res_roles)
             report[f"{spec.precision}_rescored"]["rescoring_ms_per_candidate"] = ((time.perf_counter() - start)
                                                                                / 200 * 1000)

@@ -28,21 +28,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tensorflow as tf  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
 
 from sigedge.bundle import ModelBundle  # noqa: E402
 from sigedge.detect import Detector  # noqa: E402
 from training import detector_data as DD  # noqa: E402
 from training.train_detector import signature_pool, synthetic_pages  # noqa: E402
-from training.train_rescorer import build_rescorer, fused_map, parse_args  # noqa: E402
+from training.train_rescorer import fused_map, load_qat_rescorer, parse_args  # noqa: E402
 
 GENERATED_PAGE_SEED, GENERATED_POOL_SEED = 5000, 9
-
-
-def load_qat(run: Path):
-    model = tfmot.quantization.keras.quantize_model(build_rescorer())
-    model.load_weights(run / "qat.h5")
-    return model
 
 
 class MeanLogit:
@@ -77,7 +70,7 @@ def main(argv=None) -> int:
         pool = signature_pool(type(targs)(**{**vars(targs), "seed": GENERATED_POOL_SEED}))
         sets["generated"] = synthetic_pages(targs, pool, args.generated, GENERATED_PAGE_SEED)
     detector = Detector(ModelBundle.load().model("detector"))
-    models = {str(r): load_qat(r) for r in args.runs}
+    models = {str(r): load_qat_rescorer(r) for r in args.runs}
     if len(args.runs) > 1:
         models["mean"] = MeanLogit(*models.values())
     models.update({f"{r}+mirror": MirrorLogit(models[str(r)]) for r in args.runs})

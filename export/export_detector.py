@@ -205,11 +205,11 @@ def model_latency_ms(det: Detector, page: np.ndarray) -> float:
     return median_ms(lambda: det._model(canvas))
 
 
-def convert_rescorer(run: Path, tmp: Path, det: Detector, train_pages, int8: bool, member: int = 0) -> dict[str, Path]:
-    """The rescorer run's float (and int8, from the QAT weights) TFLite files, as ensemble member ``member``."""
-    import tensorflow_model_optimization as tfmot
-
-    from training.train_rescorer import build_rescorer
+def convert_rescorer(run: Path, tmp: Path, representative: list[np.ndarray] | None,
+                     member: int = 0) -> dict[str, Path]:
+    """The rescorer run's float TFLite file and, given the int8 calibration crops
+    (``rescorer_representative``), its int8 one from the QAT weights, as ensemble member ``member``."""
+    from training.train_rescorer import build_rescorer, load_qat_rescorer
 
     float_model = build_rescorer()
     float_model.load_weights(run / "float.h5")
@@ -217,12 +217,10 @@ def convert_rescorer(run: Path, tmp: Path, det: Detector, train_pages, int8: boo
     float_role, float_name = names["detector_float"]
     files = {float_role: tmp / float_name}
     files[float_role].write_bytes(convert(float_model, None))
-    if int8:
-        qat = tfmot.quantization.keras.quantize_model(build_rescorer())
-        qat.load_weights(run / "qat.h5")
+    if representative is not None:
         int8_role, int8_name = names["detector"]
         files[int8_role] = tmp / int8_name
-        files[int8_role].write_bytes(convert(qat, rescorer_representative(det, train_pages)))
+        files[int8_role].write_bytes(convert(load_qat_rescorer(run), representative))
     return files
 
 
@@ -275,9 +273,11 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
         if int8:
             files["detector"] = tmp / "detector_int8.tflite"
             files["detector"].write_bytes(convert(qat_model, rep))
-        calibration_detector = detector_for(files["detector_float"])
+        # one calibration set for every member: the float detector's candidates on the training pages
+        representative = (rescorer_representative(detector_for(files["detector_float"]), train_pages)
+                          if rescorer_runs and int8 else None)
         for member, rescorer_run in enumerate(rescorer_runs):
-            files.update(convert_rescorer(rescorer_run, tmp, calibration_detector, train_pages, int8, member))
+            files.update(convert_rescorer(rescorer_run, tmp, representative, member))
         # {detector role: its rescorer roles}, one per run, of the detector's precision
         res_roles = {role: [rescorer_files(k)[role][0] for k in range(len(rescorer_runs))]
                      for role in ("detector", "detector_float")}

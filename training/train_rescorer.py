@@ -266,13 +266,19 @@ def fused_map(model: keras.Model, detector: Detector, pages) -> dict:
     return {"map50": r.map50, "map50_95": r.map50_95, "precision": r.precision, "recall": r.recall}
 
 
+def load_qat_rescorer(run: Path) -> keras.Model:
+    """A finished run's quantization-aware rescorer (``qat.h5``, what the int8 export converts)."""
+    model = tfmot.quantization.keras.quantize_model(build_rescorer())
+    model.load_weights(run / "qat.h5")
+    return model
+
+
 def teacher_probabilities(runs: list[Path], x: np.ndarray, batch: int = 512) -> np.ndarray:
     """sigmoid(mean logit) of the teacher runs' QAT weights on every crop: an ensemble's
     judgement, to be learnt by one model that costs one rescorer's time a candidate."""
     logits = np.zeros(len(x), np.float32)
     for run in runs:
-        teacher = tfmot.quantization.keras.quantize_model(build_rescorer())
-        teacher.load_weights(run / "qat.h5")
+        teacher = load_qat_rescorer(run)
         for i in range(0, len(x), batch):
             logits[i:i + batch] += teacher(x[i:i + batch], training=False).numpy().reshape(-1)
         log.info("teacher %s: done", run)
