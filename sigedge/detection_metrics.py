@@ -34,6 +34,8 @@ __all__ = [
     "overlap_matrix",
     "read_yolo_labels",
     "yolo_pairs",
+    "read_split",
+    "page_images",
     "match_detections",
     "average_precision",
     "evaluate_detections",
@@ -180,6 +182,33 @@ def yolo_pairs(directory: Path) -> list[tuple[Path, Path | None]]:
         label = labels / f"{image.stem}.txt"
         pairs.append((image, label if label.is_file() else None))
     return pairs
+
+
+def read_split(split: Path) -> set[str]:
+    """The image file names listed in a split file (one a line, blank lines ignored)."""
+    try:
+        return {ln.strip() for ln in Path(split).read_text(encoding="utf-8").splitlines() if ln.strip()}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {split}: {exc}") from None
+
+
+def page_images(directory: Path, split: Path | None = None) -> list[Path]:
+    """The page images of a folder (a YOLO folder's ``images/``, else the folder itself),
+    sorted by name, only those named in ``split`` if given."""
+    directory = Path(directory)
+    if (directory / "images").is_dir():
+        files = [img for img, _ in yolo_pairs(directory)]
+    elif directory.is_dir():
+        files = sorted((p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                       key=lambda p: p.name)
+    else:
+        raise UsageError(f"{directory}: no such folder")
+    if split is not None:
+        wanted = read_split(split)
+        files = [f for f in files if f.name in wanted]
+    if not files:
+        raise UsageError(f"{directory}: no page images" + (f" named in {split}" if split is not None else ""))
+    return files
 
 
 def _greedy_match(

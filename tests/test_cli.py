@@ -141,6 +141,28 @@ def test_bench_json():
     assert rep["models"]["embedder"]["bytes"] < rep["models"]["embedder_float"]["bytes"]
 
 
+def test_bench_times_detection_on_given_pages(tmp_path):
+    pages = tmp_path / "pages"
+    for k in range(3):
+        page = np.full((700, 500, 3), 240, np.uint8)
+        page[500:590, 100:360] = synthetic_signature(k, 0, size=(90, 260))
+        write_png(pages / f"p{k}.png", page)
+    (tmp_path / "split.txt").write_text("p0.png\np2.png\n")
+    r = runner.invoke(app, ["bench", "--repeat", "2", "--pages", str(pages), "--split", str(tmp_path / "split.txt"),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["pages"] == 2 and rep["pages_source"] == "given pages"
+    assert {"detect_page_int8", "detect_page_int8_rescored", "detect_page_float32"} <= set(rep["stages"])
+    assert rep["stages"]["detect_page_int8"]["runs"] >= 2  # every page at least once
+
+
+@pytest.mark.parametrize("args", [["--split", "x.txt"], ["--pages", "no/such/folder"]])
+def test_bench_page_options_refuse_nonsense_with_a_usage_error(args, tmp_path):
+    r = runner.invoke(app, ["bench", "--repeat", "1", *args])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+
+
 def test_export_without_train_extra_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # makes `import tensorflow` fail
     r = runner.invoke(app, ["export", "--int8"])

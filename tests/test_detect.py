@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -72,6 +73,27 @@ def test_letterbox_keeps_aspect_centres_and_inverts_ink():
     assert canvas[0, 0] == 0.0  # padding is paper
     assert canvas[160 + 80, 200] == pytest.approx(1.0, abs=0.01)  # ink at (y=125, x=312) of the page
     assert canvas[160 + 10, 10] == pytest.approx(0.0, abs=0.01)
+
+
+@pytest.mark.parametrize("shape", [(640, 640), (2200, 1700), (300, 900), (1, 5), (641, 640)])
+def test_letterbox_gives_the_reference_arithmetic_exactly(shape):
+    # the table lookup and OpenCV padding must not change a single model input value
+    page = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    canvas, lb = letterbox(page, 640)
+    nw, nh = max(1, round(shape[1] * lb.scale)), max(1, round(shape[0] * lb.scale))
+    interp = cv2.INTER_AREA if lb.scale < 1 else cv2.INTER_LINEAR
+    expected = np.zeros((640, 640), np.float32)
+    expected[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = (
+        1.0 - cv2.resize(page, (nw, nh), interpolation=interp).astype(np.float32) / 255.0)
+    assert canvas.shape == (640, 640) and canvas.dtype == np.float32 and canvas.flags.c_contiguous
+    assert np.array_equal(canvas, expected)
+
+
+def test_letterbox_takes_a_float_page_too():
+    page = np.random.default_rng(0).random((64, 40)).astype(np.float32) * 255  # not uint8: no lookup table
+    canvas, lb = letterbox(page, 64)
+    assert (lb.pad_x, lb.pad_y) == (12, 0)
+    assert np.array_equal(canvas[:, 12:52], 1.0 - page / 255.0) and not canvas[:, :12].any()
 
 
 def test_boxes_map_back_to_page_pixels_and_clip():

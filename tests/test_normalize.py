@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sigedge.errors import NoSignatureError
-from sigedge.normalize import NormalizeOptions, deskew, fit_to_canvas, normalize_signature
+from sigedge.normalize import NormalizeOptions, deskew, fit_to_canvas, normalize_signature, to_gray
 from sigedge.synth import synthetic_signature
 
 OPTS = NormalizeOptions(height=64, width=128)
@@ -55,3 +55,11 @@ def test_fit_keeps_aspect_ratio():
     c = fit_to_canvas(ink, 64, 128, margin=0)
     ys, xs = np.nonzero(c)
     assert xs.max() - xs.min() + 1 == 128 and 12 <= ys.max() - ys.min() + 1 <= 14
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_to_gray_is_the_darkest_channel(channels):
+    image = np.random.default_rng(channels).integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    gray = to_gray(image)
+    assert gray.dtype == np.uint8 and np.array_equal(gray, image.min(axis=2))
+    assert to_gray(gray) is gray
