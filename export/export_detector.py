@@ -91,10 +91,10 @@ def signature_output_names(path: Path) -> dict[str, str]:
     return {role: v[0] for role, v in found.items()}
 
 
-def entry(path: Path, precision: str, threshold: float, rescoring: dict | None = None) -> dict:
+def entry(path: Path, precision: str, threshold: float, rescoring: dict | None = None, size: int = SIZE) -> dict:
     e = {
         **file_fields(path, precision),
-        "input": {"name": "image", "height": SIZE, "width": SIZE, "channels": 1, "layout": "NHWC",
+        "input": {"name": "image", "height": size, "width": size, "channels": 1, "layout": "NHWC",
                   "range": [0.0, 1.0], "normalization": INPUT_NORMALISATION},
         "output": {"name": signature_output_names(path)["heatmap"]},
         "outputs": signature_output_names(path),
@@ -126,12 +126,12 @@ def rescoring_block(roles: list[str], threshold: float) -> dict:
             "score_threshold": threshold}
 
 
-def detector_for(path: Path, threshold: float = 0.01, rescorers: list[Path] | tuple = ()) -> Detector:
-    """The runtime's detector for an exported file (with its rescorer files, if given)."""
+def detector_for(path: Path, threshold: float = 0.01, rescorers: list[Path] | tuple = (), size: int = SIZE) -> Detector:
+    """The runtime's detector for an exported file of input ``size`` (with its rescorer files, if given)."""
     roles = [f"rescorer_{k}" for k in range(len(rescorers))]
     specs = [spec_from_entry(r.parent, role, rescorer_entry(r, "")) for role, r in zip(roles, rescorers)]
     block = rescoring_block(roles, threshold) if rescorers else None
-    spec = spec_from_entry(path.parent, "detector", entry(path, "", threshold, block))
+    spec = spec_from_entry(path.parent, "detector", entry(path, "", threshold, block, size))
     # one thread: the report's latency_ms_1_thread_640 is timed with this detector
     return Detector(spec, threads=1, options=DetectOptions(max_detections=50), rescorers=specs)
 
@@ -201,7 +201,7 @@ def median_ms(run, repeat: int = 20) -> float:
 
 def model_latency_ms(det: Detector, page: np.ndarray) -> float:
     """The detector model alone on one letterboxed page (no decoding)."""
-    canvas = letterbox(page, SIZE)[0][..., None]
+    canvas = letterbox(page, det.size)[0][..., None]
     return median_ms(lambda: det._model(canvas))
 
 
