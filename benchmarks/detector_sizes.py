@@ -38,16 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from export.export_detector import convert, detector_for, median_ms, model_latency_ms, predict, truth  # noqa: E402
+from benchmarks.heldout_pages import page_sets, write_report  # noqa: E402
 from sigedge.bundle import ModelBundle  # noqa: E402
 from sigedge.detect import letterbox, rescorer_roles  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections  # noqa: E402
 from training import detector_data as DD  # noqa: E402
 from training.detector_model import build_detector, quantize_aware  # noqa: E402
-from training.train_detector import signature_pool, synthetic_pages  # noqa: E402
 from training.train_rescorer import parse_args  # noqa: E402
-
-GENERATED_PAGE_SEED, GENERATED_POOL_SEED = 5000, 9
-
 
 def convert_at(run: Path, size: int, train_pages, out: Path) -> Path:
     """The run's QAT weights as a full-integer file of input ``size`` (the export's recipe)."""
@@ -83,12 +80,8 @@ def main(argv=None) -> int:
     if any(s % 32 for s in args.sizes):
         ap.error("every size must be a multiple of 32 (the backbone's stride)")
     targs = parse_args(["--out", str(args.run)])  # the training defaults: data, cache, page style, pool size
-    train_names, val_names = DD.split_documents(targs.data)
-    train_pages = DD.load_pages(targs.data, train_names)
-    sets = {"validation": DD.load_pages(targs.data, val_names)}
-    if args.generated:
-        pool = signature_pool(type(targs)(**{**vars(targs), "seed": GENERATED_POOL_SEED}))
-        sets["generated"] = synthetic_pages(targs, pool, args.generated, GENERATED_PAGE_SEED)
+    train_pages = DD.load_pages(targs.data, DD.split_documents(targs.data)[0])
+    sets = page_sets(targs, args.generated)
     bundle = ModelBundle.load(args.bundle)
     rescorers = [bundle.model(r).file for r in rescorer_roles(bundle.model("detector").raw)]
     report = {"run": str(args.run), "rescorers": [p.name for p in rescorers],
@@ -112,10 +105,7 @@ def main(argv=None) -> int:
     for row in report["sizes"].values():
         row["model_time_ratio"] = row["model_ms"] / top["model_ms"]
         row["detect_rescored_time_ratio"] = row["detect_rescored_ms_p50"] / top["detect_rescored_ms_p50"]
-    text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_report(report, args.out)
     return 0
 
 

@@ -29,13 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.heldout_pages import page_sets  # noqa: E402
 from sigedge.bundle import ModelBundle  # noqa: E402
 from sigedge.detect import Detector  # noqa: E402
-from training import detector_data as DD  # noqa: E402
-from training.train_detector import signature_pool, synthetic_pages  # noqa: E402
 from training.train_rescorer import fused_map, load_qat_rescorer, parse_args  # noqa: E402
-
-GENERATED_PAGE_SEED, GENERATED_POOL_SEED = 5000, 9
 
 
 class MeanLogit:
@@ -65,10 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     targs = parse_args(["--out", str(args.runs[0])])  # the training defaults: data, cache, page style, pool size
-    sets = {"validation": DD.load_pages(targs.data, DD.split_documents(targs.data)[1])}
-    if args.generated:
-        pool = signature_pool(type(targs)(**{**vars(targs), "seed": GENERATED_POOL_SEED}))
-        sets["generated"] = synthetic_pages(targs, pool, args.generated, GENERATED_PAGE_SEED)
+    sets = page_sets(targs, args.generated)
     detector = Detector(ModelBundle.load().model("detector"))
     models = {str(r): load_qat_rescorer(r) for r in args.runs}
     if len(args.runs) > 1:

@@ -57,7 +57,7 @@ def test_fit_keeps_aspect_ratio():
     assert xs.max() - xs.min() + 1 == 128 and 12 <= ys.max() - ys.min() + 1 <= 14
 
 
-@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_to_gray_is_the_darkest_channel(channels):
     image = np.random.default_rng(channels).integers(0, 256, (37, 53, channels), dtype=np.uint8)
     gray = to_gray(image)
