@@ -43,17 +43,25 @@ class Cascade:
 
     def __call__(self, canvas: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         members = self.det._rescorers
-        h, w = members[0].input_shape[1:3]
-        crops = [rescorer_input(canvas, tuple(b), h, w, self.det.rescore_context)[..., None] for b in boxes]
-        first = np.array([float(np.ravel(members[0](c))[0]) for c in crops], np.float32)
+        crops: dict[tuple[int, int], list[np.ndarray]] = {}  # members of one input size share their crops
+
+        def crops_for(model) -> list[np.ndarray]:
+            h, w = model.input_shape[1:3]
+            if (h, w) not in crops:
+                crops[h, w] = [rescorer_input(canvas, tuple(b), h, w, self.det.rescore_context)[..., None]
+                               for b in boxes]
+            return crops[h, w]
+
+        first = np.array([float(np.ravel(members[0](c))[0]) for c in crops_for(members[0])], np.float32)
         unsure = (np.ones(len(first), bool) if self.confident_logit is None
                   else np.abs(first) < self.confident_logit)
         total = first.copy()
         for model in members[1:]:
-            total[unsure] += [float(np.ravel(model(crops[i]))[0]) for i in np.nonzero(unsure)[0]]
+            own = crops_for(model)
+            total[unsure] += [float(np.ravel(model(own[i]))[0]) for i in np.nonzero(unsure)[0]]
         total[unsure] /= len(members)
-        self.candidates += len(crops)
-        self.calls += len(crops) + int(unsure.sum()) * (len(members) - 1)
+        self.candidates += len(boxes)
+        self.calls += len(boxes) + int(unsure.sum()) * (len(members) - 1)
         return _sigmoid(total).astype(np.float32)
 
 

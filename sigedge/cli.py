@@ -227,7 +227,8 @@ def evaluate(
 @app.command()
 def bench(
     images: Optional[List[Path]] = typer.Argument(None, help="Crops to time (default: generated signatures)."),
-    repeat: int = typer.Option(50, "--repeat", min=1, help="Timed runs of each stage."),
+    repeat: int = typer.Option(50, "--repeat", min=1, help="Timed runs of each crop stage (half as many, in whole "
+                               "passes over the pages, of each detect stage)."),
     pages: Optional[Path] = typer.Option(None, "--pages", help="Time detection on the page images of this folder "
                                          "(or YOLO folder) instead of generated pages."),
     split: Optional[Path] = typer.Option(None, "--split", help="With --pages: only the file names listed here."),

@@ -187,7 +187,7 @@ def yolo_pairs(directory: Path) -> list[tuple[Path, Path | None]]:
 def read_split(split: Path) -> set[str]:
     """The image file names listed in a split file (one a line, blank lines ignored)."""
     try:
-        return {ln.strip() for ln in Path(split).read_text(encoding="utf-8").splitlines() if ln.strip()}
+        return {ln.strip() for ln in Path(split).read_text(encoding="utf-8-sig").splitlines() if ln.strip()}
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {split}: {exc}") from None
 
@@ -201,11 +201,16 @@ def page_images(directory: Path, split: Path | None = None) -> list[Path]:
     elif directory.is_dir():
         files = sorted((p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
                        key=lambda p: p.name)
+    elif directory.exists():
+        raise UsageError(f"{directory}: is not a folder")
     else:
         raise UsageError(f"{directory}: no such folder")
     if split is not None:
         wanted = read_split(split)
         files = [f for f in files if f.name in wanted]
+        if 0 < len(files) < len(wanted):
+            log.warning("%d of the %d names in %s are not in %s", len(wanted) - len(files), len(wanted), split,
+                        directory)
     if not files:
         raise UsageError(f"{directory}: no page images" + (f" named in {split}" if split is not None else ""))
     return files

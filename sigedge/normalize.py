@@ -79,7 +79,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return image
     if image.shape[2] == 1:
-        return np.ascontiguousarray(image[..., 0])
+        return image[..., 0].copy()
     # three element-wise minima, not image.min(axis=2): numpy reduces a length-3 last axis
     # about 10x slower (15 ms against 1.3 ms on a 640x640 page here), and a page is on the
     # detector's critical path

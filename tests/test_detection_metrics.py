@@ -234,3 +234,28 @@ def test_overlap_matrix_is_intersection_over_the_smaller_box():
     assert m.shape == (1, 4)
     assert m[0] == pytest.approx([1.0, 0.5, 0.0, 0.0])
     assert overlap_matrix(inside, big)[0, 0] == 1.0  # symmetric in which box is smaller
+
+
+def test_page_images_reads_a_folder_or_a_yolo_folder_and_a_split(tmp_path, caplog):
+    from sigedge.detection_metrics import page_images
+    from tests.helpers import write_png
+
+    for name in ("b.png", "a.jpg", "c.png"):  # listed by suffix, never decoded here
+        write_png(tmp_path / "images" / name, np.full((20, 30), 255, np.uint8))
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    assert [p.name for p in page_images(tmp_path)] == ["a.jpg", "b.png", "c.png"]  # YOLO folder
+    assert [p.name for p in page_images(tmp_path / "images")] == ["a.jpg", "b.png", "c.png"]  # plain folder
+    split = tmp_path / "split.txt"
+    split.write_text("\ufeffc.png\n\na.jpg\nmissing.png\n", encoding="utf-8")  # a byte-order mark, as Notepad writes
+    with caplog.at_level("WARNING", logger="sigedge.detection_metrics"):
+        assert [p.name for p in page_images(tmp_path, split)] == ["a.jpg", "c.png"]
+    assert "1 of the 3 names" in caplog.text
+    split.write_text("other.png\n")
+    with pytest.raises(UsageError, match="no page images named in"):
+        page_images(tmp_path, split)
+    with pytest.raises(UsageError, match="is not a folder"):
+        page_images(split)
+    with pytest.raises(UsageError, match="no such folder"):
+        page_images(tmp_path / "nowhere")
+    with pytest.raises(UsageError, match="cannot read"):
+        page_images(tmp_path, tmp_path / "no-split.txt")
