@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sigedge.bundle import ModelBundle  # noqa: E402
 from sigedge.detect import DetectOptions, Detector, rescorer_roles  # noqa: E402
-from sigedge.detection_metrics import yolo_pairs  # noqa: E402
+from sigedge.detection_metrics import page_images  # noqa: E402
 from sigedge.imageio import load_image  # noqa: E402
 
 
@@ -50,11 +50,7 @@ def main(argv=None) -> None:
     p.add_argument("--bundle", type=Path, default=None)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
-    pairs = yolo_pairs(args.folder)
-    if args.split is not None:
-        wanted = set(args.split.read_text(encoding="utf-8").split())
-        pairs = [pr for pr in pairs if pr[0].name in wanted]
-    pages = [load_image(pr[0]) for pr in pairs]
+    pages = [load_image(f) for f in page_images(args.folder, args.split)]
     bundle = ModelBundle.load(args.bundle)
     report = {"pages": len(pages)}
     for role in ("detector", "detector_float"):

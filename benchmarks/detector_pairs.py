@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sigedge.bundle import ModelBundle  # noqa: E402
 from sigedge.detect import Detector, rescorer_roles  # noqa: E402
-from sigedge.detection_metrics import evaluate_detections, read_yolo_labels, yolo_pairs  # noqa: E402
+from sigedge.detection_metrics import evaluate_detections, read_split, read_yolo_labels, yolo_pairs  # noqa: E402
 from sigedge.imageio import load_image  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     pairs = yolo_pairs(args.folder)
     if args.split is not None:
-        wanted = set(args.split.read_text(encoding="utf-8").split())
+        wanted = read_split(args.split)
         pairs = [pr for pr in pairs if pr[0].name in wanted]
     pages, truth = [], {}
     for k, (img_path, label_path) in enumerate(pairs):

@@ -19,7 +19,6 @@ image averaged). Needs the training extras (TensorFlow).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.heldout_pages import page_sets  # noqa: E402
+from benchmarks.heldout_pages import page_sets, write_report  # noqa: E402
 from sigedge.bundle import ModelBundle  # noqa: E402
 from sigedge.detect import Detector  # noqa: E402
 from training.train_rescorer import fused_map, load_qat_rescorer, parse_args  # noqa: E402
@@ -69,10 +68,7 @@ def main(argv=None) -> int:
         models["mean"] = MeanLogit(*models.values())
     models.update({f"{r}+mirror": MirrorLogit(models[str(r)]) for r in args.runs})
     report = {name: {s: fused_map(m, detector, pages) for s, pages in sets.items()} for name, m in models.items()}
-    text = json.dumps({"pages": {s: len(p) for s, p in sets.items()}, "results": report}, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_report({"pages": {s: len(p) for s, p in sets.items()}, "results": report}, args.out)
     for name, r in report.items():
         print(f"{name:40s} " + "  ".join(f"{s} mAP@0.5 {v['map50']:.3f} ({v['map50_95']:.3f})" for s, v in r.items()),
               file=sys.stderr)

@@ -173,15 +173,19 @@ def yolo_pairs(directory: Path) -> list[tuple[Path, Path | None]]:
     images = directory / "images"
     if not images.is_dir():
         raise UsageError(f"{directory} is not a YOLO folder: it has no images/ directory")
-    files = sorted(
-        (p for p in images.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p.name
-    )
+    files = _image_files(images)
     labels = directory / "labels"
     pairs: list[tuple[Path, Path | None]] = []
     for image in files:
         label = labels / f"{image.stem}.txt"
         pairs.append((image, label if label.is_file() else None))
     return pairs
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` with an image suffix, sorted by name."""
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                  key=lambda p: p.name)
 
 
 def read_split(split: Path) -> set[str]:
@@ -199,8 +203,7 @@ def page_images(directory: Path, split: Path | None = None) -> list[Path]:
     if (directory / "images").is_dir():
         files = [img for img, _ in yolo_pairs(directory)]
     elif directory.is_dir():
-        files = sorted((p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                       key=lambda p: p.name)
+        files = _image_files(directory)
     elif directory.exists():
         raise UsageError(f"{directory}: is not a folder")
     else:
