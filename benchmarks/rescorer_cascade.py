@@ -29,40 +29,29 @@ import numpy as np  # noqa: E402
 
 from benchmarks.heldout_pages import page_sets, write_report  # noqa: E402
 from sigedge.bundle import ModelBundle  # noqa: E402
-from sigedge.detect import Detector, _sigmoid, rescorer_input, rescorer_roles  # noqa: E402
+from sigedge.detect import Detector, _sigmoid, rescorer_roles  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections  # noqa: E402
 from training.train_rescorer import parse_args  # noqa: E402
 
 
 class Cascade:
-    """``Detector.rescorer_probabilities`` with an early answer from the first rescorer."""
+    """``Detector.rescorer_probabilities`` with an early answer from the first rescorer.
+
+    Every rescorer runs (``Detector.rescorer_logits``); the calls a real cascade would make
+    are counted, not timed."""
 
     def __init__(self, det: Detector, confident_logit: float | None):
         self.det, self.confident_logit = det, confident_logit
         self.candidates = self.calls = 0
 
     def __call__(self, canvas: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        members = self.det._rescorers
-        crops: dict[tuple[int, int], list[np.ndarray]] = {}  # members of one input size share their crops
-
-        def crops_for(model) -> list[np.ndarray]:
-            h, w = model.input_shape[1:3]
-            if (h, w) not in crops:
-                crops[h, w] = [rescorer_input(canvas, tuple(b), h, w, self.det.rescore_context)[..., None]
-                               for b in boxes]
-            return crops[h, w]
-
-        first = np.array([float(np.ravel(members[0](c))[0]) for c in crops_for(members[0])], np.float32)
-        unsure = (np.ones(len(first), bool) if self.confident_logit is None
-                  else np.abs(first) < self.confident_logit)
-        total = first.copy()
-        for model in members[1:]:
-            own = crops_for(model)
-            total[unsure] += [float(np.ravel(model(own[i]))[0]) for i in np.nonzero(unsure)[0]]
-        total[unsure] /= len(members)
+        logits = self.det.rescorer_logits(canvas, boxes)
+        unsure = (np.ones(len(boxes), bool) if self.confident_logit is None
+                  else np.abs(logits[0]) < self.confident_logit)
+        answer = np.where(unsure, logits.mean(axis=0), logits[0])
         self.candidates += len(boxes)
-        self.calls += len(boxes) + int(unsure.sum()) * (len(members) - 1)
-        return _sigmoid(total).astype(np.float32)
+        self.calls += len(boxes) + int(unsure.sum()) * (len(logits) - 1)
+        return _sigmoid(answer).astype(np.float32)
 
 
 def score(det: Detector, cascade: Cascade, pages) -> dict:

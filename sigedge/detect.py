@@ -335,17 +335,21 @@ class Detector:
         of their mean logit: averaging logits keeps one member's confident veto from
         being diluted to nothing, as averaging probabilities would, without letting it rule.
         """
+        return _sigmoid(self.rescorer_logits(canvas, boxes).mean(axis=0)).astype(np.float32)
+
+    def rescorer_logits(self, canvas: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Every rescorer's logit for every box (canvas pixels): (rescorers, boxes), float32."""
         if not self._rescorers:
             raise ModelError("this detector has no rescorer")
-        logits = np.zeros(len(boxes), np.float32)
+        logits = np.zeros((len(self._rescorers), len(boxes)), np.float32)
         by_shape: dict[tuple[int, int], list[np.ndarray]] = {}
-        for model in self._rescorers:
+        for k, model in enumerate(self._rescorers):
             h, w = model.input_shape[1:3]
             if (h, w) not in by_shape:  # members of one input size share their crops
                 by_shape[h, w] = [rescorer_input(canvas, tuple(b), h, w, self.rescore_context)[..., None]
                                   for b in boxes]
-            logits += np.array([float(np.ravel(model(c))[0]) for c in by_shape[h, w]], np.float32)
-        return _sigmoid(logits / len(self._rescorers)).astype(np.float32)
+            logits[k] = [float(np.ravel(model(c))[0]) for c in by_shape[h, w]]
+        return logits
 
     def rescore(self, canvas: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Geometric mean of the detector's and the rescorer's probabilities, box by box."""

@@ -220,6 +220,7 @@ def test_an_ensemble_of_rescorers_averages_their_logits():
     boxes = np.array([[10, 10, 40, 20], [60, 60, 90, 70]], np.float32)  # inked, blank
     p = det.rescorer_probabilities(canvas, boxes)
     assert p == pytest.approx([1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(3.0))], rel=1e-5)  # (4-2)/2, (-4-2)/2
+    assert det.rescorer_logits(canvas, boxes) == pytest.approx(np.array([[4.0, -4.0], [-2.0, -2.0]]))  # member x box
     assert det.rescores and not _detector_with(None, 0.5).rescores
 
 
