@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bundle", default=None)
     ap.add_argument("--precision", default="int8", choices=("int8", "float"))
+    ap.add_argument("--deskew", action="store_true",
+                    help="turn the normaliser's deskew on (references and queries alike), which the bundle leaves off")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -110,6 +113,8 @@ def main(argv=None) -> int:
     writers, kinds = [r["writer"] for r in rows], [r["kind"] for r in rows]
     images = [load_image(args.labels.parent / r["path"]) for r in rows]
     pipe = Pipeline(args.bundle, PipelineOptions(precision=args.precision))
+    if args.deskew:
+        pipe.normalize_options = dataclasses.replace(pipe.normalize_options, deskew=True)
     clean = embed_all(pipe, images)
 
     def report(query_emb: np.ndarray) -> dict:
@@ -126,7 +131,7 @@ def main(argv=None) -> int:
         for key in ("eer_skilled", "eer_random"):
             results[name][f"delta_{key}_points"] = 100 * (results[name][key] - results["clean"][key])
         log.info("%s: %s", name, results[name])
-    out = {"labels": str(args.labels), "references": args.refs, "precision": args.precision,
+    out = {"labels": str(args.labels), "references": args.refs, "precision": args.precision, "deskew": args.deskew,
            "model_sha256": pipe.model_sha256, "results": results}
     text = json.dumps(out, indent=2)
     if args.out:
