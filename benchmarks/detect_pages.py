@@ -69,6 +69,7 @@ def main(argv=None) -> None:
             if sample is None and len(boxes):
                 sample = (canvas, boxes[:1])
         report[f"{spec.precision}_rescored"]["candidates_per_page_p50"] = float(np.median(counts))
+        report[f"{spec.precision}_rescored"]["candidates_per_page_range"] = [int(min(counts)), int(max(counts))]
         if sample is not None:  # one candidate through the whole second stage (every rescorer, cut included)
             start = time.perf_counter()
             for _ in range(200):
