@@ -18,6 +18,10 @@ evaluate`` (seeded references, mean fusion):
 * cross_media_chinese (2 references, identities are (writer, name) pairs): random EER and the
   *same-name* EER, whose impostors are other writers' signatures of the same name, the
   natural hard impostors of that set;
+* ``int8-norm``: the int8 embeddings scored as the bundle verifies them, with its per-writer
+  normalisation (``verification.writer_normalisation``, fitted on that fold's training
+  writers by ``python -m export.scoring --bundle B --splits training/splits/foldK``); only
+  for bundles that state one;
 * ``int8+hog``: an unweighted fusion, the mean of the int8 embedder's and HOG's cosines
   (fixed in advance, not tuned on these writers), to see whether the two are complementary;
 * baselines given as ``--baseline NAME:K=BUNDLE`` (e.g. the float SigNet of
@@ -57,12 +61,12 @@ from sigedge.errors import SigedgeError  # noqa: E402
 from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
 from sigedge.imageio import load_image  # noqa: E402
 from sigedge.normalize import NormalizeOptions, normalize_signature  # noqa: E402
-from sigedge.scoring import l2_normalize  # noqa: E402
+from sigedge.scoring import WriterNormalisation, l2_normalize  # noqa: E402
 from sigedge.bench import time_stage  # noqa: E402
 
 log = logging.getLogger("crossval")
 SPLITS = ROOT / "training" / "splits"
-METHODS = ("int8", "float", "hog", "int8+hog")
+METHODS = ("int8", "int8-norm", "float", "hog", "int8+hog")
 LATENCY_REPEAT = 50
 
 
@@ -98,8 +102,9 @@ def same_name_impostors(writers: list[str]) -> tuple[list[int], list[str], list[
     return rows, claimed, kinds
 
 
-def scores_report(emb: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int) -> dict:
-    rep = report_from_scores(protocol_scores(emb, writers, kinds, refs, seed=seed), refs)
+def scores_report(emb: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
+                  normalisation: WriterNormalisation | None = None) -> dict:
+    rep = report_from_scores(protocol_scores(emb, writers, kinds, refs, seed=seed, normalisation=normalisation), refs)
     return {"eer_skilled": rep.eer_skilled, "eer_random": rep.eer_random,
             "frr_at_far1_skilled": rep.frr_at_far1_skilled, "frr_at_far1_random": rep.frr_at_far1_random,
             "writers": rep.writers, "n_genuine": rep.n_genuine, "n_skilled": rep.n_skilled, "n_random": rep.n_random}
@@ -148,6 +153,7 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
     cm_images, cm_ids, cm_kinds = read_rows(split_dir(fold) / "cross_media_chinese_val.csv")
     extra_rows, extra_ids, extra_kinds = same_name_impostors(cm_ids)
     cm_methods = {}
+    norm: WriterNormalisation | None = None  # the bundle's per-writer normalisation, if it states one
     runs = [(precision, bundle, precision) for precision in ("int8", "float")] if bundle is not None else []
     runs += [(name, path, "float") for name, path in (baselines or {}).items()]
     for name, path, precision in runs:
@@ -156,6 +162,8 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
         methods[name] = embed_all(pipe, images)
         cm_methods[name] = embed_all(pipe, cm_images)
         cost[name] = model_cost(pipe, canvases_for(pipe, images))
+        if name == "int8":
+            norm = pipe.normalisation
     cm_methods["hog"] = hog_embeddings(cm_images)
     if bundle is not None:
         for group in (methods, cm_methods):
@@ -163,13 +171,22 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
         cost["int8+hog"] = {"model_bytes": cost["int8"]["model_bytes"],
                             "latency_ms_p50": cost["int8"]["latency_ms_p50"] + cost["hog"]["latency_ms_p50"]}
     out["cost"] = cost
-    out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed) for m, e in methods.items()}
+    # "int8-norm": the int8 embeddings scored as the bundle verifies, normalised per writer
+    if norm is not None:
+        for group in (methods, cm_methods):
+            group["int8-norm"] = group["int8"]
+        normalised = {m: (norm if m == "int8-norm" else None) for m in methods}
+        cost["int8-norm"] = cost["int8"]
+    else:
+        normalised = {m: None for m in methods}
+    out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed, normalised[m])
+                                for m, e in methods.items()}
     cm_refs = 2
     out["cross_media_chinese"] = {}
     for m, e in cm_methods.items():
-        random_only = scores_report(e, cm_ids, cm_kinds, cm_refs, seed)
+        random_only = scores_report(e, cm_ids, cm_kinds, cm_refs, seed, normalised.get(m))
         same_name = scores_report(np.concatenate([e, e[extra_rows]]), cm_ids + extra_ids, cm_kinds + extra_kinds,
-                                  cm_refs, seed)
+                                  cm_refs, seed, normalised.get(m))
         out["cross_media_chinese"][m] = {"eer_random": random_only["eer_random"],
                                          "eer_same_name": same_name["eer_skilled"],
                                          "identities": random_only["writers"], "n_same_name": same_name["n_skilled"]}

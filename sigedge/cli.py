@@ -106,6 +106,9 @@ def verify(
             verdict = "GENUINE" if result.genuine else "REJECTED"
             typer.echo(f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} ({result.operating_point})"
                        f"  band: {result.band}")
+            if result.reference_agreement is not None and result.writer_normalised:
+                typer.echo(f"score: the similarities' fusion, normalised for how closely the references agree "
+                           f"with each other ({result.reference_agreement:.4f})")
             print_table(["reference", "similarity"], zip(ref_names, result.similarities))
 
         emit(data, as_json, human)

@@ -3,7 +3,8 @@
 For every writer with more than R genuine signatures: R genuine references are drawn
 (seeded); the writer's other genuines are positives, its forgeries are skilled
 negatives, and other writers' genuines are random negatives. A query's score is the
-fusion of its cosine similarities to the R references.
+fusion of its cosine similarities to the R references, optionally normalised per writer by
+the agreement of the writer's references (:class:`~sigedge.scoring.WriterNormalisation`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .metrics import auc, equal_error_rate, frr_at_far
-from .scoring import Fusion, fuse_scores
+from .scoring import Fusion, WriterNormalisation, fuse_scores, reference_agreement
 
 __all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores"]
 
@@ -50,9 +51,11 @@ class EvaluationReport:
 
 def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str], references: int = 5,
                     seed: int = 0, fusion: Fusion = "mean", max_random_per_writer: int | None = None,
-                    query_embeddings: np.ndarray | None = None) -> ProtocolScores:
+                    query_embeddings: np.ndarray | None = None,
+                    normalisation: WriterNormalisation | None = None) -> ProtocolScores:
     """Scores of the protocol. ``query_embeddings`` (same rows, e.g. of perturbed images)
-    are scored against references drawn from ``embeddings``; by default the same."""
+    are scored against references drawn from ``embeddings``; by default the same.
+    ``normalisation`` applies the bundle's per-writer normalisation, as verification does."""
     emb = np.asarray(embeddings, dtype=np.float32)
     queries = emb if query_embeddings is None else np.asarray(query_embeddings, dtype=np.float32)
     writers_arr = np.asarray(writers)
@@ -71,9 +74,15 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
         if max_random_per_writer is not None and len(randoms) > max_random_per_writer:
             randoms = rng.choice(randoms, size=max_random_per_writer, replace=False)
         sims = queries @ ref_emb.T  # (N, R): all at once, the set is small
-        g_scores += [fuse_scores(sims[q], fusion) for q in positives]
-        s_scores += [fuse_scores(sims[q], fusion) for q in skilled]
-        r_scores += [fuse_scores(sims[q], fusion) for q in randoms]
+        agreement = reference_agreement(ref_emb) if normalisation else None
+
+        def score(q: int) -> float:
+            fused = fuse_scores(sims[q], fusion)
+            return normalisation.apply(fused, agreement) if normalisation else fused
+
+        g_scores += [score(q) for q in positives]
+        s_scores += [score(q) for q in skilled]
+        r_scores += [score(q) for q in randoms]
     return ProtocolScores(np.array(g_scores), np.array(s_scores), np.array(r_scores), len(eligible))
 
 

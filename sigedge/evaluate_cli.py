@@ -52,7 +52,8 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
         writers.append(writer)
         kinds.append(kind)
     fusion = fusion or pipeline.fusion
-    scores = protocol_scores(np.stack(vectors), writers, kinds, references=refs, seed=seed, fusion=fusion)
+    scores = protocol_scores(np.stack(vectors), writers, kinds, references=refs, seed=seed, fusion=fusion,
+                             normalisation=pipeline.normalisation)
     if scores.writers < 2:
         raise UsageError(f"need at least two writers with more than {refs} genuine signatures")
     report = report_from_scores(scores, refs)

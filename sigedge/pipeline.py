@@ -16,7 +16,8 @@ from .errors import ModelError, NoSignatureError, UsageError
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
 from .normalize import NormalizedSignature, normalize_signature
-from .scoring import Fusion, cosine_similarities, fuse_scores, l2_normalize
+from .scoring import (Fusion, WriterNormalisation, cosine_similarities, fuse_scores, l2_normalize,
+                      reference_agreement)
 
 __all__ = ["Pipeline", "PipelineOptions", "VerifyResult", "PageSignature"]
 
@@ -48,7 +49,9 @@ class PipelineOptions:
 class VerifyResult:
     """Outcome of a 1:1 verification."""
 
-    score: float  # fused cosine similarity, higher = more likely genuine
+    #: fused cosine similarity, normalised per writer when the bundle says so (see
+    #: ``reference_agreement``); higher = more likely genuine
+    score: float
     threshold: float
     genuine: bool  # score >= threshold
     similarities: tuple[float, ...]  # to each reference, in the order given
@@ -58,6 +61,11 @@ class VerifyResult:
     #: ``accept``, ``refer`` (a person should look) or ``reject``, from the bundle's
     #: calibrated band; without a band, ``accept``/``reject`` as ``genuine``.
     band: str = ""
+    #: mean cosine among the references; with the bundle's writer normalisation, the score is
+    #: the fused cosine minus ``strength * (agreement - centre)``. None with one reference.
+    reference_agreement: float | None = None
+    #: whether ``score`` is normalised by the agreement (the bundle states a normalisation)
+    writer_normalised: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ class Pipeline:
                              f"does not match the manifest's {dim}")
         ver = self.bundle.verification
         self.fusion: Fusion = self.options.fusion or ver.get("fusion", "mean")
+        #: per-writer normalisation the thresholds were calibrated with (None: plain fused cosine)
+        self.normalisation = WriterNormalisation.from_manifest(ver.get("writer_normalisation"))
         self.threshold, self.operating_point = self._pick_threshold(ver)
         self._detector: Detector | None = None
         log.debug("pipeline: %s (%s), threshold %.4f (%s)", self.embedder_spec.file.name,
@@ -152,8 +162,12 @@ class Pipeline:
 
     def verify_embeddings(self, query: np.ndarray, references: np.ndarray) -> VerifyResult:
         """Verification on precomputed embeddings (e.g. references stored in a gallery)."""
-        sims = cosine_similarities(np.asarray(query, np.float32), np.asarray(references, np.float32))
+        references = np.asarray(references, np.float32)
+        sims = cosine_similarities(np.asarray(query, np.float32), references)
         score = fuse_scores(sims, self.fusion)
+        agreement = reference_agreement(references)
+        if self.normalisation is not None:
+            score = self.normalisation.apply(score, agreement)
         return VerifyResult(
             score=score,
             threshold=self.threshold,
@@ -163,6 +177,8 @@ class Pipeline:
             operating_point=self.operating_point,
             model_sha256=self.model_sha256,
             band=self.band(score),
+            reference_agreement=agreement,
+            writer_normalised=self.normalisation is not None and agreement is not None,
         )
 
     def band(self, score: float) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["Fusion", "cosine_similarities", "fuse_scores", "l2_normalize"]
+__all__ = ["Fusion", "WriterNormalisation", "cosine_similarities", "fuse_scores", "l2_normalize",
+           "reference_agreement"]
 
 Fusion = Literal["mean", "max", "top2"]
 
@@ -38,3 +40,45 @@ def fuse_scores(similarities: np.ndarray, fusion: Fusion = "mean") -> float:
     if fusion == "top2":
         return float(np.sort(s)[-2:].mean())
     raise ValueError(f"unknown fusion {fusion!r}")
+
+
+def reference_agreement(references: np.ndarray) -> float | None:
+    """Mean cosine between a writer's references, pair by pair (None with fewer than two).
+
+    A writer who signs the same way every time has references that agree closely; a query
+    must then come as close to count as genuine. A writer who varies needs more leeway.
+    """
+    r = np.asarray(references, dtype=np.float64)
+    n = len(r)
+    if n < 2:
+        return None
+    gram = r @ r.T
+    return float((gram.sum() - np.trace(gram)) / (n * (n - 1)))
+
+
+@dataclass(frozen=True)
+class WriterNormalisation:
+    """Per-writer normalisation of a fused score by the agreement of the writer's references.
+
+    ``score = fused - strength * (agreement - centre)``: a writer whose references agree
+    more than the typical writer (``centre``) must be matched more closely. ``strength`` is
+    learned on training writers (a logistic regression on the fused cosine and the fused
+    cosine minus the agreement, genuine against skilled and random impostors; see
+    ``export/scoring.py``), so it is the weight that separated genuine from forged there,
+    not a value tuned on the writers the numbers are reported on. With one reference there
+    is no agreement to measure and the fused score is kept.
+    """
+
+    strength: float
+    centre: float
+
+    @classmethod
+    def from_manifest(cls, block: dict | None) -> "WriterNormalisation | None":
+        if not block:
+            return None
+        return cls(strength=float(block["strength"]), centre=float(block["centre"]))
+
+    def apply(self, fused: float, agreement: float | None) -> float:
+        if agreement is None:
+            return float(fused)
+        return float(fused - self.strength * (agreement - self.centre))

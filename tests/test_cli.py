@@ -34,6 +34,9 @@ def test_verify_accepts_and_rejects_with_exit_codes(sigs):
     ok = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_0"]), str(sigs["0_1"])])
     assert ok.exit_code == 0, ok.output
     assert "GENUINE" in ok.output
+    assert "normalised for how closely the references agree" in ok.output  # two references: normalised
+    one = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_1"])])
+    assert "normalised" not in one.output  # one reference: the plain similarity
     rej = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["1_0"]), "--threshold", "0.99999"])
     assert rej.exit_code == 1 and "REJECTED" in rej.output
 
@@ -41,7 +44,9 @@ def test_verify_accepts_and_rejects_with_exit_codes(sigs):
 def test_verify_json(sigs):
     r = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_1"]), str(sigs["0_2"]), "--json"])
     data = json.loads(r.output)
-    assert set(data) >= {"score", "threshold", "genuine", "decision", "similarities", "model_sha256"}
+    assert set(data) >= {"score", "threshold", "genuine", "decision", "similarities", "model_sha256",
+                         "reference_agreement", "writer_normalised"}
+    assert data["writer_normalised"] is True and 0 < data["reference_agreement"] <= 1
     assert r.exit_code == (0 if data["genuine"] else 1)
 
 

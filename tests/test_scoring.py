@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from sigedge.evaluate import protocol_scores
+from sigedge.scoring import WriterNormalisation, fuse_scores, reference_agreement
+
+
+def unit(*v):
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_reference_agreement_is_the_mean_pairwise_cosine():
+    refs = np.stack([unit(1, 0), unit(1, 1), unit(0, 1)])
+    expected = np.mean([refs[0] @ refs[1], refs[0] @ refs[2], refs[1] @ refs[2]])
+    assert reference_agreement(refs) == pytest.approx(expected)
+    assert reference_agreement(refs[:1]) is None
+    assert reference_agreement(np.stack([unit(1, 0)] * 4)) == pytest.approx(1.0)
+
+
+def test_writer_normalisation_raises_the_bar_for_consistent_writers():
+    norm = WriterNormalisation(strength=0.5, centre=0.8)
+    assert norm.apply(0.9, 0.8) == pytest.approx(0.9)  # a typical writer: unchanged
+    assert norm.apply(0.9, 1.0) == pytest.approx(0.8)  # references agree closely: must match closer
+    assert norm.apply(0.9, 0.6) == pytest.approx(1.0)  # a writer who varies gets leeway
+    assert norm.apply(0.9, None) == pytest.approx(0.9)  # one reference: nothing to measure
+    assert WriterNormalisation.from_manifest(None) is None and WriterNormalisation.from_manifest({}) is None
+    assert WriterNormalisation.from_manifest({"strength": "0.25", "centre": 0.5}) == WriterNormalisation(0.25, 0.5)
+
+
+def test_protocol_scores_apply_the_normalisation_writer_by_writer():
+    rng = np.random.default_rng(0)
+    emb, writers, kinds = [], [], []
+    for w, spread in (("tight", 0.05), ("loose", 0.6)):
+        centre = rng.normal(size=16)
+        for _ in range(8):
+            v = centre + spread * rng.normal(size=16)
+            emb.append(v / np.linalg.norm(v))
+            writers.append(w)
+            kinds.append("genuine")
+    emb = np.array(emb, np.float32)
+    plain = protocol_scores(emb, writers, kinds, references=5, seed=3)
+    norm = WriterNormalisation(strength=0.5, centre=0.7)
+    normed = protocol_scores(emb, writers, kinds, references=5, seed=3, normalisation=norm)
+    zero = protocol_scores(emb, writers, kinds, references=5, seed=3, normalisation=WriterNormalisation(0.0, 0.7))
+    assert np.allclose(zero.genuine, plain.genuine) and np.allclose(zero.random, plain.random)
+    # same draws: each writer's scores move by one constant, -0.5 * (its agreement - 0.7)
+    shift = normed.genuine - plain.genuine  # writers in sorted order: "loose" first, then "tight"
+    loose, tight = shift[:3], shift[3:]
+    assert np.allclose(loose, loose[0]) and np.allclose(tight, tight[0])
+    assert tight[0] < loose[0]  # the tight writer's references agree more: its bar rises more
+
+
+def test_pipeline_verification_applies_the_bundles_normalisation(pipeline):
+    from sigedge.synth import synthetic_signature
+
+    norm = pipeline.normalisation
+    assert norm is not None and 0 < norm.strength < 1  # the shipped bundle states one
+    refs = [synthetic_signature(3, s) for s in range(4)]
+    query = synthetic_signature(3, 9)
+    result = pipeline.verify(query, refs)
+    ref_emb = pipeline.embed_many(refs)
+    sims = ref_emb @ pipeline.embed(query)
+    assert result.reference_agreement == pytest.approx(reference_agreement(ref_emb), abs=1e-6)
+    assert result.score == pytest.approx(norm.apply(fuse_scores(sims), reference_agreement(ref_emb)), abs=1e-6)
+    assert result.genuine == (result.score >= result.threshold) and result.writer_normalised
+    single = pipeline.verify(query, refs[:1])  # one reference: nothing to normalise by
+    assert single.reference_agreement is None and not single.writer_normalised
+    assert single.score == pytest.approx(float(single.similarities[0]), abs=1e-6)
