@@ -33,9 +33,13 @@ to each other: a fixed per-writer normalisation), and the classifier on ``shape`
 ``shape+scalar``, ``shape+scalar+ink`` (and, where ``int8`` is given, ``int8`` alone,
 ``int8+scalar``, ``int8+shape``, ``int8+shape+scalar``, ``int8+shape+scalar+ink``).
 
-The regression is ``export.scoring``'s, which fits the shipped per-writer normalisation: the
-``learned:int8`` row has exactly its two features (the cosine, and the cosine minus the
-references' agreement).
+The regression is ``export.scoring``'s logistic regression, here with a ridge penalty (1 on
+standardised features) because the feature sets are wide and nearly collinear. The
+``learned:int8`` row has the two quantities of the shipped per-writer normalisation (the
+cosine, and the cosine minus the references' agreement); with this penalty and the
+embedder's own training writers, whose agreement hardly varies, its weights come out equal
+by way of the penalty, not the data (``export/scoring.py`` fits the shipped strength
+without the penalty, on writers the embedder never saw).
 """
 
 from __future__ import annotations

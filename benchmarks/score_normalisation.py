@@ -13,7 +13,10 @@ gives the writer's own "genuine" level ``mu`` and spread ``sd``. Compared:
 Prints skilled and random EER for each. Measured 2026-11-28 with the shipped int8 model:
 SigComp val none 19.12 / 4.72 %, shift 18.38 / 3.61 %, z 23.60 / 6.04 %; SSBI val none
 17.46 / 3.17 %, shift 18.75 / 4.83 %, z 19.05 / 11.11 %. Not consistent across the two
-collections, so the runtime does not normalise.
+collections, so the runtime does not normalise. (``export/scoring.py`` now fits a
+normalisation's strength by logistic regression, with a bootstrap interval and a
+cross-fitted measurement; it is still not shipped, see the model card. This script's
+``shift`` is strength 1 with the writer's own mean as centre.)
 """
 
 from __future__ import annotations

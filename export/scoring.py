@@ -1,21 +1,33 @@
 """Fit a bundle's per-writer score normalisation and recalibrate its thresholds (no TensorFlow).
 
-    python -m export.scoring --bundle sigedge/models/default
+    # fold 0 (the packaged bundle), fitted on fold 1's validation writers embedded by fold 1's
+    # embedder (the same recipe trained without them): the fit sees writers new to the model
+    # that embeds them, as verification does; thresholds stay on fold 0's validation writers
+    python -m export.scoring --bundle sigedge/models/default \
+        --fit-bundle runs/embedder-fold1/bundle --fit-splits training/splits/fold1 --fit-part val
+    # or measure it on the bundle's own validation writers, cross-fitted, without writing
+    python -m export.scoring --dry-run --fit-part val
 
-1. Embeds the *training* writers of sigcomp2011_dutch and ssbi (``training/splits/*_train.csv``)
-   with the bundle's int8 embedder, through the runtime (cleaning and normalisation as
-   ``sigedge verify`` does them).
+The packaged bundle does not state a normalisation yet (the model card's "Scoring" section
+says why); a bundle whose manifest states one is scored with it by ``Pipeline.verify``.
+
+1. Embeds the fit writers (sigcomp2011_dutch and ssbi, ``--fit-part`` of ``--fit-splits``) with
+   the ``--fit-bundle`` int8 embedder, through the runtime (cleaning and normalisation as
+   ``sigedge verify`` does them). They should be writers that embedder never saw: on its own
+   training writers the references of every writer agree almost alike, and the strength is
+   barely determined (a wide bootstrap interval; the fit is refused when it reaches 0).
 2. Builds protocol trials on them (5 references, three seeded draws; the rest of the writer's
    genuines against its skilled forgeries and other writers' genuines, at most 40 a draw) and
-   fits a weighted logistic regression on two features: the fused cosine ``c`` and ``c - a``,
-   where ``a`` is the agreement of the references among themselves. Its decision is
-   monotone in ``c - strength * a``; that strength, and the training writers' mean agreement
-   as the centre, become ``verification.writer_normalisation`` in the manifest.
-3. Embeds the *validation* writers of the three collections, scores them with the
-   normalisation, and recalibrates the thresholds and the accept / refer / reject band on
-   them (as the export does), then rewrites ``manifest.json``. Model files are untouched.
-   ``identification.threshold`` is set from the plain fused cosine (random FAR 1 %), the
-   score that :meth:`sigedge.Gallery.identify` ranks writers by.
+   fits a weighted logistic regression on the fused cosine ``c`` and the agreement ``a`` of
+   the references among themselves. Its decision is monotone in ``c - strength * a``; that
+   strength (with a bootstrap interval over writers), and the fit writers' mean agreement as
+   the centre, become ``verification.writer_normalisation`` in the manifest.
+3. Embeds the *validation* writers of the three collections (``--splits``) with the bundle's
+   own embedder, scores them with the normalisation, and recalibrates the thresholds and
+   the accept / refer / reject band on them (as the export does), then rewrites
+   ``manifest.json``. Model files are untouched. ``identification.threshold`` is set from
+   the plain fused cosine (random FAR 1 %), the score :meth:`sigedge.Gallery.identify`
+   ranks writers by.
 
 ``benchmarks/learned_scorer.py`` measured the idea first (its ``learned:int8`` row), with
 richer features next to it.
@@ -65,14 +77,16 @@ def embed_rows(pipe: Pipeline, rows: list[tuple[Path, str, str]]) -> tuple[np.nd
 
 
 def trials(emb: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
-           max_random: int = 40) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 2): fused cosine and fused cosine minus agreement; kind per trial)."""
+           max_random: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Protocol trials: features (N, 2) = (fused cosine, the references' agreement), the
+    kind of each trial, and the writer it was scored against."""
     w_arr, k_arr = np.asarray(writers), np.asarray(kinds)
     rng = np.random.default_rng(seed)
     genuine = {w: np.flatnonzero((w_arr == w) & (k_arr == "genuine")) for w in sorted(set(writers))}
     eligible = [w for w, idx in genuine.items() if len(idx) > refs]
     feats: list[tuple[float, float]] = []
     labels: list[str] = []
+    claimed: list[str] = []
     for w in eligible:
         chosen = rng.choice(genuine[w], refs, replace=False)
         ref = emb[chosen]
@@ -82,10 +96,11 @@ def trials(emb: np.ndarray, writers: list[str], kinds: list[str], refs: int, see
         for kind, rows in (("genuine", np.setdiff1d(genuine[w], chosen)),
                            ("skilled", np.flatnonzero((w_arr == w) & (k_arr == "forgery"))), ("random", randoms)):
             for q in rows:
-                c = fuse_scores(ref @ emb[q], "mean")
-                feats.append((c, c - agreement))
+                feats.append((fuse_scores(ref @ emb[q], "mean"), agreement))
                 labels.append(kind)
-    return np.array(feats, dtype=np.float64).reshape(-1, 2), np.array(labels, dtype=str)
+                claimed.append(w)
+    return (np.array(feats, dtype=np.float64).reshape(-1, 2), np.array(labels, dtype=str),
+            np.array(claimed, dtype=str))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float = 1.0,
@@ -116,56 +131,106 @@ def class_weights(kind: np.ndarray) -> np.ndarray:
     return w
 
 
-def fit_normalisation(sets: list[tuple[np.ndarray, list[str], list[str]]], refs: int = 5,
-                      draws: int = 3) -> tuple[WriterNormalisation, dict]:
-    """The strength and centre from training writers' trials (several collections pooled)."""
-    feats, kinds, agreements = [], [], []
-    for emb, writers, kinds_ in sets:
+def _strength(x: np.ndarray, kind: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(strength, raw coefficients, intercept) of the logistic regression on (cosine, agreement).
+
+    Its decision ``b_c * c + b_a * a`` is monotone in ``c - strength * a`` with
+    ``strength = -b_a / b_c``. Only a token penalty (1e-3), so that the data, not the
+    regulariser, set the weights."""
+    coef, intercept = fit_logistic(x, (kind == "genuine").astype(float), class_weights(kind), l2=1e-3)
+    if coef[0] <= 0:
+        raise SigedgeError("the fitted weights do not increase with the cosine; refusing to normalise")
+    return float(-coef[1] / coef[0]), coef, intercept
+
+
+def fit_normalisation(sets: list[tuple[np.ndarray, list[str], list[str]]], refs: int = 5, draws: int = 3,
+                      resamples: int = 200, seed: int = 0, strict: bool = True) -> tuple[WriterNormalisation, dict]:
+    """The strength and centre from the trials of the given writers (several collections pooled).
+
+    The writers should be ones the embedder never saw: on its own training writers the
+    references agree almost uniformly (their agreement varies too little to learn from). A
+    bootstrap over writers gives the strength's 90 % interval; the fit is refused when that
+    interval reaches 0 (the writers cannot tell whether to normalise at all), unless not
+    ``strict`` (the halves of a cross-fit, where a point estimate is what is measured)."""
+    feats, kinds, groups = [], [], []
+    for i, (emb, writers, kinds_) in enumerate(sets):
         for d in range(draws):
-            x, k = trials(emb, writers, kinds_, refs, seed=1000 + d)
+            x, k, w = trials(emb, writers, kinds_, refs, seed=1000 + d)
             feats.append(x)
             kinds.append(k)
-        agreements += [reference_agreement(emb[np.flatnonzero((np.asarray(writers) == w) &
-                                                              (np.asarray(kinds_) == "genuine"))][:refs])
-                       for w in sorted(set(writers))]
+            groups.append(np.char.add(f"{i}:", w))
     if not any(len(f) for f in feats):
-        raise SigedgeError(f"no training writer has more than {refs} genuine signatures to fit on")
-    x, kind = np.vstack(feats), np.concatenate(kinds)
-    coef, intercept = fit_logistic(x, (kind == "genuine").astype(float), class_weights(kind))
-    # decision: coef[0] c + coef[1] (c - a) = (coef[0] + coef[1]) (c - strength a)
-    total = coef[0] + coef[1]
-    if total <= 0:
-        raise SigedgeError("the fitted weights do not increase with the cosine; refusing to normalise")
-    strength = float(coef[1] / total)
-    centre = float(np.mean([a for a in agreements if a is not None]))
-    info = {"trials": int(len(kind)), "logistic_coef": [float(c) for c in coef], "logistic_intercept": intercept}
+        raise SigedgeError(f"no writer has more than {refs} genuine signatures to fit on")
+    x, kind, group = np.vstack(feats), np.concatenate(kinds), np.concatenate(groups)
+    strength, coef, intercept = _strength(x, kind)
+    rng = np.random.default_rng(seed)
+    names = np.unique(group)
+    members = {g: np.flatnonzero(group == g) for g in names}
+    boot = []
+    for _ in range(resamples):
+        rows = np.concatenate([members[g] for g in rng.choice(names, len(names), replace=True)])
+        try:
+            boot.append(_strength(x[rows], kind[rows])[0])
+        except SigedgeError:
+            boot.append(-np.inf)  # a resample where the cosine does not even help
+    low, high = (float(v) for v in np.percentile(boot, [5, 95]))
+    info = {"trials": int(len(kind)), "writers": int(len(names)),
+            "agreement_sd": float(x[:, 1].std()), "strength_interval_90": [low, high],
+            "logistic_coef": [float(c) for c in coef], "logistic_intercept": float(intercept)}
+    if strict and not low > 0.0:
+        raise SigedgeError(f"these writers do not determine the strength: {strength:.3f}, 90 % interval "
+                           f"[{low:.3f}, {high:.3f}] (agreement sd {info['agreement_sd']:.3f}); fit on "
+                           "writers the embedder never saw (--fit-bundle / --fit-splits)")
+    centre = float(x[:, 1].mean())  # the fit writers' typical agreement: there the score is the cosine
     return WriterNormalisation(strength=strength, centre=centre), info
 
 
-def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, draws: int = 10) -> dict:
+def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, draws: int = 10,
+                     fit_bundle: Path | None = None, fit_splits: Path | None = None, fit_part: str = "train",
+                     command: str = "python -m export.scoring") -> dict:
     """Fit, recalibrate and (with ``write``) rewrite the bundle's verification block.
 
-    The validation report gives each EER for reference draw 0 (seed 0, the draw ``sigedge
-    evaluate`` uses) and its mean over ``draws`` seeded draws: with 11 writers a collection,
-    one draw moves the skilled EER by a few points."""
+    The strength is fitted on the ``fit_part`` writers of ``fit_splits`` embedded by
+    ``fit_bundle`` (by default the bundle's own training writers, which its embedder saw and
+    which therefore barely determine it; better another fold's validation writers, embedded
+    by that fold's model, which never saw them; or this bundle's own validation writers,
+    ``fit_part="val"``, in which case the report adds a cross-fitted score). Thresholds are
+    recalibrated on the validation writers of ``splits``. The validation report gives each
+    EER for reference draw 0 (seed 0, the draw ``sigedge evaluate`` uses) and its mean over
+    ``draws`` seeded draws: with 11 writers a collection, one draw moves the skilled EER by a
+    few points."""
     from export.export_embedder import calibrate, decision_band
 
     pipe = Pipeline(bundle, PipelineOptions(precision="int8"))
-    train = [embed_rows(pipe, read_split(splits / f"{c}_train.csv")) for c in FIT_COLLECTIONS]
-    norm, info = fit_normalisation(train)
+    fit_pipe = pipe if fit_bundle is None else Pipeline(fit_bundle, PipelineOptions(precision="int8"))
+    fit_splits = splits if fit_splits is None else fit_splits
+    fit_sets = [embed_rows(fit_pipe, read_split(fit_splits / f"{c}_{fit_part}.csv")) for c in FIT_COLLECTIONS]
+    norm, info = fit_normalisation(fit_sets)
+    info["fitted_on"] = (f"the {fit_part} writers of {' and '.join(FIT_COLLECTIONS)} in {_shown(fit_splits)}, "
+                         f"embedded by the int8 embedder {fit_pipe.model_sha256[:12]}")
     log.info("writer normalisation: strength %.3f, centre %.3f (%s)", norm.strength, norm.centre, info)
+    # Fitted on the validation writers themselves (one scalar, as the thresholds are): the
+    # report then also scores each writer with a strength fitted on the other half of them.
+    cross = None
+    if fit_part == "val" and fit_pipe is pipe and Path(fit_splits).resolve() == Path(splits).resolve():
+        cross = cross_fitted(fit_sets)
+        info["cross_fit_strengths"] = sorted({round(n.strength, 4) for n in cross.values()})
     report, scores, cosine_scores = {}, {}, {}
     for coll, refs in EVAL_REFERENCES.items():
         emb, writers, kinds = embed_rows(pipe, read_split(splits / f"{coll}_val.csv"))
         entry = {}
-        for name, n in (("cosine", None), ("normalised", norm)):
+        variants = [("cosine", None), ("normalised", norm)]
+        if cross is not None and coll in FIT_COLLECTIONS:
+            variants.append(("normalised_cross_fitted", {w: n for (c, w), n in cross.items() if c == coll}))
+        for name, n in variants:
             runs = [protocol_scores(emb, writers, kinds, refs, seed=d, normalisation=n) for d in range(draws)]
             reps = [report_from_scores(ps, refs) for ps in runs]
             entry[name] = {"eer_skilled": reps[0].eer_skilled, "eer_random": reps[0].eer_random}
             if reps[0].eer_skilled is not None:
                 entry[name]["eer_skilled_mean_of_draws"] = float(np.mean([r.eer_skilled for r in reps]))
             entry[name]["eer_random_mean_of_draws"] = float(np.mean([r.eer_random for r in reps]))
-            (scores if n is not None else cosine_scores)[coll] = runs[0]  # calibrated on draw 0, as the export
+            if name != "normalised_cross_fitted":  # calibrated on draw 0, as the export
+                (scores if n is not None else cosine_scores)[coll] = runs[0]
         report[coll] = entry
         log.info("%s (validation, %d references): %s", coll, refs, entry)
     thresholds = calibrate(scores)
@@ -181,9 +246,9 @@ def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = T
             "strength": norm.strength, "centre": norm.centre,
             "rule": "score = fused cosine - strength * (references' mean pairwise cosine - centre); "
                     "with one reference, the fused cosine",
-            "fitted_on": "training writers of " + " and ".join(FIT_COLLECTIONS) + " (embedded by this bundle's "
-                         "int8 model; logistic regression, genuine against skilled and random impostors)",
-            "command": "python -m export.scoring --bundle <bundle>", **info,
+            "method": "logistic regression on (fused cosine, agreement), genuine against skilled and random "
+                      "impostors, 5 references, 3 draws; strength = -weight(agreement) / weight(cosine)",
+            "command": command, **info,
             "validation_eer": report, "validation_draws": draws,
         },
     })
@@ -196,15 +261,46 @@ def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = T
     return ver
 
 
+def cross_fitted(sets: list[tuple[np.ndarray, list[str], list[str]]]) -> dict[tuple[str, str], WriterNormalisation]:
+    """For each (collection, writer) of ``sets`` (in FIT_COLLECTIONS order), the normalisation
+    fitted on the other half of the writers (halves: every other writer in sorted order)."""
+    keys = sorted({(c, w) for c, (_, writers, _) in zip(FIT_COLLECTIONS, sets) for w in writers})
+    half = {k: i % 2 for i, k in enumerate(keys)}
+    out = {}
+    for h in (0, 1):
+        others = []
+        for c, (emb, writers, kinds) in zip(FIT_COLLECTIONS, sets):
+            rows = [i for i, w in enumerate(writers) if half[c, w] != h]
+            others.append((emb[rows], [writers[i] for i in rows], [kinds[i] for i in rows]))
+        norm, _ = fit_normalisation(others, strict=False)
+        out.update({k: norm for k in keys if half[k] == h})
+    return out
+
+
+def _shown(path: Path) -> str:
+    """A path as the manifest states it: relative to the repository where it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the packaged one)")
     ap.add_argument("--splits", type=Path, default=SPLITS, help="folder of the split CSVs (e.g. training/splits/fold1)")
     ap.add_argument("--dry-run", action="store_true", help="fit and report, but leave the manifest alone")
     ap.add_argument("--draws", type=int, default=10, help="reference draws the validation EERs are averaged over")
+    ap.add_argument("--fit-bundle", type=Path, default=None,
+                    help="bundle whose embedder embeds the writers the strength is fitted on (default: --bundle)")
+    ap.add_argument("--fit-splits", type=Path, default=None, help="split folder of those writers (default: --splits)")
+    ap.add_argument("--fit-part", choices=("train", "val"), default="train", help="which part of --fit-splits")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    ver = calibrate_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws)
+    command = " ".join(["python -m export.scoring", *(sys.argv[1:] if argv is None else argv)])
+    ver = calibrate_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws,
+                           fit_bundle=args.fit_bundle, fit_splits=args.fit_splits, fit_part=args.fit_part,
+                           command=command)
     print(json.dumps(ver["writer_normalisation"], indent=1))
     return 0
 

@@ -55,7 +55,10 @@ def verify(
     references: Optional[List[Path]] = typer.Argument(None, help="Enrolled genuine signatures of the claimed writer."),
     gallery: Optional[Path] = typer.Option(None, "--gallery", help="Take the references from this gallery..."),
     writer: Optional[str] = typer.Option(None, "--writer", help="...enrolled under this writer id."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold (default: calibrated)."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Decision threshold (default: calibrated), on the verification score's scale "
+                                  "(writer-normalised when the bundle says so; identify's thresholds are on the "
+                                  "plain cosine)."),
     operating_point: Optional[str] = typer.Option(None, "--operating-point",
                                                   help="A calibrated threshold by name, e.g. far_skilled_1pct."),
     bundle: Optional[Path] = BundleOpt,

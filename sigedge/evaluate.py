@@ -9,6 +9,7 @@ the agreement of the writer's references (:class:`~sigedge.scoring.WriterNormali
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -52,10 +53,12 @@ class EvaluationReport:
 def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str], references: int = 5,
                     seed: int = 0, fusion: Fusion = "mean", max_random_per_writer: int | None = None,
                     query_embeddings: np.ndarray | None = None,
-                    normalisation: WriterNormalisation | None = None) -> ProtocolScores:
+                    normalisation: WriterNormalisation | Mapping[str, WriterNormalisation] | None = None
+                    ) -> ProtocolScores:
     """Scores of the protocol. ``query_embeddings`` (same rows, e.g. of perturbed images)
     are scored against references drawn from ``embeddings``; by default the same.
-    ``normalisation`` applies the bundle's per-writer normalisation, as verification does."""
+    ``normalisation`` applies the bundle's per-writer normalisation, as verification does (a
+    mapping gives each claimed writer its own, e.g. one fitted without that writer)."""
     emb = np.asarray(embeddings, dtype=np.float32)
     queries = emb if query_embeddings is None else np.asarray(query_embeddings, dtype=np.float32)
     writers_arr = np.asarray(writers)
@@ -74,11 +77,12 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
         if max_random_per_writer is not None and len(randoms) > max_random_per_writer:
             randoms = rng.choice(randoms, size=max_random_per_writer, replace=False)
         sims = queries @ ref_emb.T  # (N, R): all at once, the set is small
-        agreement = reference_agreement(ref_emb) if normalisation else None
+        norm = normalisation.get(w) if isinstance(normalisation, Mapping) else normalisation
+        agreement = reference_agreement(ref_emb) if norm else None
 
         def score(q: int) -> float:
             fused = fuse_scores(sims[q], fusion)
-            return normalisation.apply(fused, agreement) if normalisation else fused
+            return norm.apply(fused, agreement) if norm else fused
 
         g_scores += [score(q) for q in positives]
         s_scores += [score(q) for q in skilled]

@@ -38,7 +38,7 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 def _score_bar(width: int, result: VerifyResult, thresholds: dict[str, float]) -> np.ndarray:
     h = 70
     bar = np.full((h, width, 3), 255, np.uint8)
-    lo, hi = -0.2, 1.0
+    lo, hi = -0.2, 1.2  # a writer-normalised score can pass 1.0
     x = lambda s: int(round((np.clip(s, lo, hi) - lo) / (hi - lo) * (width - 20))) + 10  # noqa: E731
     cv2.rectangle(bar, (10, 30), (width - 10, 40), (220, 220, 220), -1)
     cv2.rectangle(bar, (x(result.threshold), 30), (width - 10, 40), (170, 230, 170), -1)  # accept zone

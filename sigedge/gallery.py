@@ -16,7 +16,8 @@ Design (details in :mod:`sigedge.gallery_store`):
 * An hnswlib index (inner product) over each writer's mean reference vector serves
   identification: with L2-normalised embeddings, the inner product with that mean is
   the mean of the cosine similarities to the writer's references, i.e. verification's
-  score, so writers (not samples) are ranked directly. The index is a cache: saved
+  fused score before its per-writer normalisation, so writers (not samples) are ranked
+  directly. The index is a cache: saved
   atomically under a file name that carries the database generation it reflects, and
   brought up to date from the database when it lags behind (another process wrote, or
   a process died before saving it). Galleries of up to ``exact_search_limit`` writers
@@ -100,7 +101,8 @@ class GalleryOptions:
     applies when the index is (re)built; the rest to the open gallery."""
 
     #: Score a writer needs for :meth:`Gallery.identify` to accept it; None takes the model
-    #: bundle's calibrated identification threshold, else its ``far_random_1pct`` one.
+    #: bundle's calibrated identification threshold, else (a bundle whose verification score
+    #: is the plain cosine) its verification ``far_random_1pct`` one.
     identify_threshold: float | None = None
     #: How a writer's similarities become its score in identify; None: the bundle's fusion.
     identify_fusion: Fusion | None = None
@@ -150,7 +152,7 @@ class Match:
     """One candidate writer of an identification, best first."""
 
     writer_id: str
-    score: float  # fused cosine similarity to the writer's references (as in verify)
+    score: float  # fused cosine similarity to the writer's references (verify's, before normalisation)
     accepted: bool  # score >= threshold: the query is attributed to this writer
     threshold: float
     references: int  # reference samples of the writer
@@ -555,7 +557,7 @@ class Gallery:
 
         The mean of a writer's similarities to a query is the query's inner product with
         the writer's mean vector, so this index ranks writers exactly as verification's
-        mean fusion scores them. Returns the number of writers indexed."""
+        mean fusion scores them (before verification's per-writer normalisation). Returns the number of writers indexed."""
         rows: list[int] = []
         centroids: list[np.ndarray] = []
         done = 0
@@ -773,6 +775,11 @@ class Gallery:
             t = bundle.identification.get("threshold")
             if t is not None:
                 return float(t)
+            # verification thresholds are on identify's scale only when verification scores
+            # the plain cosine too (no per-writer normalisation)
+            if bundle.verification.get("writer_normalisation"):
+                raise GalleryError("the model states no identification threshold (its verification thresholds "
+                                   "are for writer-normalised scores): set GalleryOptions(identify_threshold=...)")
             t = bundle.verification.get("thresholds", {}).get("far_random_1pct")
             if t is not None:
                 return float(t)
@@ -794,8 +801,9 @@ class Gallery:
     def identify(self, image: ImageInput, k: int = 5, *, include_rejected: bool = False) -> list[Match]:
         """Which enrolled writers is this signature most likely by? (open-set 1:N)
 
-        Writers are ranked by the score verification would give (the bundle's fusion of
-        the query's similarities to all their references). With mean fusion (the
+        Writers are ranked by the bundle's fusion of the query's similarities to all their
+        references: verification's fused score before its per-writer normalisation (which
+        would need every candidate's reference agreement and is calibrated for 1:1 claims). With mean fusion (the
         default) that is the inner product with the writer's mean reference vector, which
         the index holds, so the index's search ranks writers directly; other fusions
         re-score the index's best ``candidates`` writers on their stored references.

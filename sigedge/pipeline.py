@@ -104,6 +104,12 @@ class Pipeline:
         self.fusion: Fusion = self.options.fusion or ver.get("fusion", "mean")
         #: per-writer normalisation the thresholds were calibrated with (None: plain fused cosine)
         self.normalisation = WriterNormalisation.from_manifest(ver.get("writer_normalisation"))
+        if self.normalisation is not None and self.fusion != ver.get("fusion", "mean"):
+            # its strength was fitted for the bundle's fusion; with another, neither it nor the
+            # thresholds are calibrated, and the plain fused score is at least what it says it is
+            log.warning("fusion %r is not the bundle's %r: scores are not normalised per writer, and the "
+                        "calibrated thresholds do not apply to them", self.fusion, ver.get("fusion", "mean"))
+            self.normalisation = None
         self.threshold, self.operating_point = self._pick_threshold(ver)
         self._detector: Detector | None = None
         log.debug("pipeline: %s (%s), threshold %.4f (%s)", self.embedder_spec.file.name,

@@ -64,3 +64,20 @@ def make_eval_csv(root: Path, writers: int = 4, genuine: int = 7, forgeries: int
     with open(out, "w", newline="") as f:
         csv.writer(f).writerows([["path", "writer", "kind"], *rows])
     return out
+
+
+def normalised_bundle(tmp_path: Path, strength: float = 0.6, centre: float = 0.7) -> Path:
+    """A copy of the packaged bundle whose manifest states a per-writer score normalisation
+    (as ``python -m export.scoring`` writes it) and an identification threshold."""
+    import json
+    import shutil
+
+    from sigedge.bundle import default_bundle_dir
+
+    bundle = tmp_path / "normalised-bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["verification"]["writer_normalisation"] = {"strength": strength, "centre": centre}
+    manifest["identification"] = {"threshold": manifest["verification"]["thresholds"]["far_random_1pct"]}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle

@@ -34,9 +34,7 @@ def test_verify_accepts_and_rejects_with_exit_codes(sigs):
     ok = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_0"]), str(sigs["0_1"])])
     assert ok.exit_code == 0, ok.output
     assert "GENUINE" in ok.output
-    assert "normalised for how closely the references agree" in ok.output  # two references: normalised
-    one = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_1"])])
-    assert "normalised" not in one.output  # one reference: the plain similarity
+    assert "normalised" not in ok.output  # the packaged bundle scores the plain cosine
     rej = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["1_0"]), "--threshold", "0.99999"])
     assert rej.exit_code == 1 and "REJECTED" in rej.output
 
@@ -46,8 +44,18 @@ def test_verify_json(sigs):
     data = json.loads(r.output)
     assert set(data) >= {"score", "threshold", "genuine", "decision", "similarities", "model_sha256",
                          "reference_agreement", "writer_normalised"}
-    assert data["writer_normalised"] is True and 0 < data["reference_agreement"] <= 1
+    assert data["writer_normalised"] is False and 0 < data["reference_agreement"] <= 1
     assert r.exit_code == (0 if data["genuine"] else 1)
+
+
+def test_verify_with_a_writer_normalised_bundle_says_so(sigs, tmp_path):
+    from tests.helpers import normalised_bundle
+
+    bundle = str(normalised_bundle(tmp_path))
+    two = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_1"]), str(sigs["0_2"]), "--bundle", bundle])
+    assert two.exit_code in (0, 1) and "normalised for how closely the references agree" in two.output
+    one = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_1"]), "--bundle", bundle])
+    assert one.exit_code in (0, 1) and "normalised" not in one.output  # one reference: the plain similarity
 
 
 def test_verify_usage_errors(sigs):

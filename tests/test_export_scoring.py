@@ -7,10 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-from export.scoring import calibrate_bundle, fit_normalisation
-from sigedge import Pipeline
+from export.export_embedder import calibrate
+from export.scoring import EVAL_REFERENCES, calibrate_bundle, embed_rows, fit_normalisation, read_split
+from sigedge import Gallery, Pipeline
 from sigedge.bundle import default_bundle_dir
 from sigedge.errors import SigedgeError
+from sigedge.evaluate import protocol_scores
+from sigedge.scoring import WriterNormalisation
 from tests.helpers import make_eval_csv
 
 
@@ -32,19 +35,32 @@ def writers_with_spreads(seed: int, forged_offset: float, n_writers: int = 12):
     return np.array(emb, np.float32), writers, kinds
 
 
-def test_fit_normalisation_learns_a_strength_between_none_and_full():
-    norm, info = fit_normalisation([writers_with_spreads(0, 1.0), writers_with_spreads(1, 1.0)])
-    assert 0.0 < norm.strength < 1.0
-    assert 0.0 < norm.centre < 1.0
-    assert info["trials"] > 0 and len(info["logistic_coef"]) == 2
+def test_fit_normalisation_learns_a_positive_strength_where_writers_differ_in_spread():
+    sets = [writers_with_spreads(0, 1.0, n_writers=30), writers_with_spreads(1, 1.0, n_writers=30)]
+    norm, info = fit_normalisation(sets, resamples=50)
+    low, high = info["strength_interval_90"]
+    assert 0.0 < low <= norm.strength <= high
+    assert norm.centre == pytest.approx(0.9, abs=0.05)  # the fit writers' typical agreement
+    assert info["trials"] > 0 and info["writers"] == 60 and len(info["logistic_coef"]) == 2
+
+
+def test_fit_normalisation_refuses_a_strength_the_writers_do_not_determine(monkeypatch):
+    """E.g. an embedder's own training writers, whose references all agree almost alike: the
+    bootstrap over writers then finds strengths of both signs."""
+    import export.scoring as scoring
+
+    signs = iter([0.3] + [(-1) ** i * 0.5 for i in range(100)])
+    monkeypatch.setattr(scoring, "_strength", lambda x, kind: (next(signs), np.array([1.0, -0.3]), 0.0))
+    with pytest.raises(SigedgeError, match="do not determine the strength"):
+        fit_normalisation([writers_with_spreads(5, 1.0)], resamples=20)
 
 
 def test_fit_normalisation_refuses_weights_that_do_not_grow_with_the_cosine(monkeypatch):
     import export.scoring as scoring
 
-    monkeypatch.setattr(scoring, "fit_logistic", lambda x, y, w: (np.array([-1.0, 0.5]), 0.0))
+    monkeypatch.setattr(scoring, "fit_logistic", lambda x, y, w, l2: (np.array([-1.0, 0.5]), 0.0))
     with pytest.raises(SigedgeError, match="do not increase"):
-        fit_normalisation([writers_with_spreads(2, 1.0)], draws=1)
+        fit_normalisation([writers_with_spreads(2, 1.0)], draws=1, resamples=5)
 
 
 def test_fit_normalisation_needs_writers_with_enough_genuines():
@@ -70,18 +86,41 @@ def fake_splits(root):
     return splits
 
 
-def test_calibrate_bundle_rewrites_only_the_verification_contract(tmp_path):
+def test_calibrate_bundle_rewrites_only_the_verification_contract(tmp_path, monkeypatch):
+    import export.scoring as scoring
+
+    fitted = WriterNormalisation(strength=0.4, centre=0.8)
+    seen = {}
+
+    def fake_fit(sets, **kwargs):  # the fit itself is tested above; here, what is done with it
+        seen["writers"] = sorted({w for _, writers, _ in sets for w in writers})
+        return fitted, {"trials": 1, "writers": 1, "strength_interval_90": [0.3, 0.5]}
+
+    monkeypatch.setattr(scoring, "fit_normalisation", fake_fit)
     bundle = tmp_path / "bundle"
     shutil.copytree(default_bundle_dir(), bundle)
     before = json.loads((bundle / "manifest.json").read_text())
-    ver = calibrate_bundle(bundle, fake_splits(tmp_path), draws=2)
+    splits = fake_splits(tmp_path)
+    ver = calibrate_bundle(bundle, splits, draws=2, fit_part="val")
+    assert seen["writers"] and all(w.split("-")[0] in ("sigcomp2011_dutch0", "ssbi1") for w in seen["writers"])
     after = json.loads((bundle / "manifest.json").read_text())
-    assert after["models"] == before["models"]  # model files and their hashes untouched
+    for key in set(before) | set(after):  # model files, hashes, detection, parity: untouched
+        if key not in ("verification", "identification"):
+            assert after.get(key) == before.get(key), key
     assert after["verification"] == ver
     assert set(ver["thresholds"]) == set(before["verification"]["thresholds"])
     assert ver["band"]["reject"] <= ver["band"]["accept"]
-    assert 0.0 < ver["writer_normalisation"]["strength"] < 1.0
-    assert after["identification"]["threshold"] == pytest.approx(after["identification"]["threshold"])
-    pipe = Pipeline(bundle)  # the hashes still check out and the normalisation is in force
-    assert pipe.normalisation is not None
-    assert pipe.normalisation.strength == pytest.approx(ver["writer_normalisation"]["strength"])
+    norm = ver["writer_normalisation"]
+    assert (norm["strength"], norm["centre"]) == (0.4, 0.8) and "val writers" in norm["fitted_on"]
+    # fitted on the validation writers themselves: the report scores each with the other half's fit
+    assert "normalised_cross_fitted" in norm["validation_eer"]["sigcomp2011_dutch"]
+    assert "normalised_cross_fitted" not in norm["validation_eer"]["cross_media_chinese"]  # not fitted on
+    # identify ranks by the plain cosine: its threshold is the plain cosine's random FAR 1 %
+    scores = {}
+    pipe = Pipeline(bundle)
+    for coll, refs in EVAL_REFERENCES.items():
+        emb, writers, kinds = embed_rows(pipe, read_split(splits / f"{coll}_val.csv"))
+        scores[coll] = protocol_scores(emb, writers, kinds, refs, seed=0)
+    assert after["identification"]["threshold"] == pytest.approx(calibrate(scores)["far_random_1pct"])
+    assert pipe.normalisation == fitted  # the hashes still check out and the normalisation is in force
+    assert Gallery(tmp_path / "g.gallery", pipe).identify_threshold == after["identification"]["threshold"]

@@ -51,11 +51,18 @@ def test_protocol_scores_apply_the_normalisation_writer_by_writer():
     assert tight[0] < loose[0]  # the tight writer's references agree more: its bar rises more
 
 
-def test_pipeline_verification_applies_the_bundles_normalisation(pipeline):
-    from sigedge.synth import synthetic_signature
+def test_the_packaged_bundle_scores_the_plain_cosine(pipeline):
+    assert pipeline.normalisation is None  # measured, not shipped: see the model card
 
+
+def test_pipeline_verification_applies_the_bundles_normalisation(tmp_path):
+    from sigedge import Pipeline
+    from sigedge.synth import synthetic_signature
+    from tests.helpers import normalised_bundle
+
+    pipeline = Pipeline(normalised_bundle(tmp_path, strength=0.6, centre=0.7))
     norm = pipeline.normalisation
-    assert norm is not None and 0 < norm.strength < 1  # the shipped bundle states one
+    assert norm == WriterNormalisation(0.6, 0.7)
     refs = [synthetic_signature(3, s) for s in range(4)]
     query = synthetic_signature(3, 9)
     result = pipeline.verify(query, refs)
@@ -67,3 +74,35 @@ def test_pipeline_verification_applies_the_bundles_normalisation(pipeline):
     single = pipeline.verify(query, refs[:1])  # one reference: nothing to normalise by
     assert single.reference_agreement is None and not single.writer_normalised
     assert single.score == pytest.approx(float(single.similarities[0]), abs=1e-6)
+
+
+def test_another_fusion_than_the_bundles_is_not_normalised(caplog, tmp_path):
+    from sigedge import Pipeline, PipelineOptions
+    from tests.helpers import normalised_bundle
+
+    with caplog.at_level("WARNING"):
+        pipe = Pipeline(normalised_bundle(tmp_path), PipelineOptions(fusion="max"))
+    assert pipe.normalisation is None and "not normalised" in caplog.text
+
+
+def test_identify_never_takes_a_normalised_verification_threshold(tmp_path):
+    """Without an identification block, identify falls back on a verification threshold only
+    when verification scores the plain cosine, as identify does."""
+    import json
+
+    from sigedge import Gallery, Pipeline
+    from sigedge.errors import GalleryError
+    from tests.helpers import normalised_bundle
+
+    bundle = normalised_bundle(tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert Gallery(tmp_path / "c.gallery", Pipeline(bundle)).identify_threshold == manifest["identification"]["threshold"]
+    manifest.pop("identification")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    gallery = Gallery(tmp_path / "a.gallery", Pipeline(bundle))
+    with pytest.raises(GalleryError, match="no identification threshold"):
+        gallery.identify_threshold
+    manifest["verification"].pop("writer_normalisation")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    plain = Gallery(tmp_path / "b.gallery", Pipeline(bundle))
+    assert plain.identify_threshold == pytest.approx(manifest["verification"]["thresholds"]["far_random_1pct"])
