@@ -215,6 +215,9 @@ def evaluate(
     labels: Path = typer.Argument(..., help="CSV with path,writer,kind (kind genuine|forgery), paths relative to it."),
     refs: int = typer.Option(5, "--refs", min=1, help="Genuine references drawn per writer."),
     seed: int = typer.Option(0, "--seed", help="Seed of the reference draw."),
+    draws: int = typer.Option(1, "--draws", min=1,
+                              help="Also report the mean EER over this many reference draws (seeds SEED, SEED+1, ...): "
+                                   "with few writers one draw moves the EER by points."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="mean | max | top2 (default: the bundle's)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write ROC/DET curves and score histograms (PNG)."),
     bundle: Optional[Path] = BundleOpt,
@@ -227,7 +230,7 @@ def evaluate(
         from .evaluate_cli import run_evaluation
 
         run_evaluation(labels, refs=refs, seed=seed, fusion=fusion, plot=plot, as_json=as_json,
-                       pipeline=_pipeline(bundle, threads, precision))
+                       pipeline=_pipeline(bundle, threads, precision), draws=draws)
 
 
 @app.command()

@@ -39,7 +39,7 @@ def read_labels(labels: Path) -> list[tuple[Path, str, str]]:
 
 
 def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, plot: Path | None, as_json: bool,
-                   pipeline) -> EvaluationReport:
+                   pipeline, draws: int = 1) -> EvaluationReport:
     rows = read_labels(labels)
     vectors, writers, kinds, failures = [], [], [], []
     for path, writer, kind in progress(rows, "embedding", not as_json):
@@ -71,6 +71,9 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
                               "far_skilled": float(np.mean(scores.skilled >= t)) if len(scores.skilled) else None,
                               "far_random": float(np.mean(scores.random >= t))},
     })
+    if draws > 1:
+        report.extra["draws"] = over_draws(np.stack(vectors), writers, kinds, refs, seed, draws, fusion,
+                                           pipeline.normalisation)
     if plot is not None:
         plot_scores(scores, report, plot)
         report.extra["plot"] = str(plot)
@@ -88,6 +91,13 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
         st = report.extra["shipped_threshold"]
         typer.echo(f"at the shipped threshold {st['name']}={st['value']:.4f}: FRR {pct(st['frr'])}, "
                    f"FAR skilled {pct(st['far_skilled'])}, FAR random {pct(st['far_random'])}")
+        if draws > 1:
+            d = report.extra["draws"]
+            for name in ("skilled", "random"):
+                per = d[f"eer_{name}_per_draw"]
+                if per:
+                    typer.echo(f"{name} EER over {draws} reference draws (seeds {seed}-{seed + draws - 1}): mean "
+                               f"{pct(d[f'eer_{name}_mean'])}, range {pct(min(per))} to {pct(max(per))}")
         if failures:
             typer.echo(f"skipped {len(failures)} unreadable image(s); see --json for the list")
         if plot is not None:
@@ -95,6 +105,20 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
 
     emit(report, as_json, human)
     return report
+
+
+def over_draws(embeddings: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int, draws: int,
+               fusion: str, normalisation=None) -> dict:
+    """EERs of the protocol for ``draws`` reference draws (seeds ``seed`` .. ``seed + draws - 1``)."""
+    reports = [report_from_scores(protocol_scores(embeddings, writers, kinds, references=refs, seed=seed + d,
+                                                  fusion=fusion, normalisation=normalisation), refs)
+               for d in range(draws)]
+    skilled = [r.eer_skilled for r in reports if r.eer_skilled is not None]
+    random_ = [r.eer_random for r in reports]
+    return {"n": draws, "seeds": [seed + d for d in range(draws)],
+            "eer_skilled_per_draw": skilled, "eer_random_per_draw": random_,
+            "eer_skilled_mean": float(np.mean(skilled)) if skilled else None,
+            "eer_random_mean": float(np.mean(random_))}
 
 
 def plot_scores(scores: ProtocolScores, report: EvaluationReport, out: Path) -> None:

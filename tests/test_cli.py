@@ -146,6 +146,23 @@ def test_evaluate_reports_and_plots(tmp_path):
     assert runner.invoke(app, ["evaluate", str(bad)]).exit_code == 2
 
 
+def test_evaluate_over_several_reference_draws(tmp_path):
+    labels = make_eval_csv(tmp_path, writers=5, genuine=8)
+    r = runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--seed", "4", "--draws", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    d = rep["extra"]["draws"]
+    assert d["n"] == 3 and d["seeds"] == [4, 5, 6] and len(d["eer_random_per_draw"]) == 3
+    assert d["eer_random_per_draw"][0] == rep["eer_random"]  # the first draw is the reported one
+    assert d["eer_skilled_per_draw"][0] == rep["eer_skilled"]
+    assert d["eer_random_mean"] == np.mean(d["eer_random_per_draw"])
+    alone = json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--seed", "5", "--json"]).output)
+    assert alone["eer_random"] == d["eer_random_per_draw"][1]  # draw k is exactly --seed SEED+k
+    human = runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--draws", "2"])
+    assert "random EER over 2 reference draws (seeds 0-1)" in human.output
+    assert runner.invoke(app, ["evaluate", str(labels), "--draws", "0"]).exit_code == 2
+
+
 def test_bench_json():
     r = runner.invoke(app, ["bench", "--repeat", "3", "--json"])
     assert r.exit_code == 0, r.output
