@@ -35,11 +35,11 @@ to each other: a fixed per-writer normalisation), and the classifier on ``shape`
 
 The regression is ``export.scoring``'s logistic regression, here with a ridge penalty (1 on
 standardised features) because the feature sets are wide and nearly collinear. The
-``learned:int8`` row has the two quantities of the shipped per-writer normalisation (the
-cosine, and the cosine minus the references' agreement); with this penalty and the
-embedder's own training writers, whose agreement hardly varies, its weights come out equal
-by way of the penalty, not the data (``export/scoring.py`` fits the shipped strength
-without the penalty, on writers the embedder never saw).
+``learned:int8`` row has the two quantities of the per-writer normalisation (the cosine, and
+the cosine minus the references' agreement); with this penalty and the embedder's own
+training writers, whose agreement hardly varies, its two weights come out equal by way of
+the penalty, not the data. ``export/scoring.py`` fits that normalisation's strength with a
+token penalty only, preferably on writers the embedder never saw; it is not shipped.
 """
 
 from __future__ import annotations

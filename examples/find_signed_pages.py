@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sigedge import Gallery, Pipeline, SigedgeError
+from sigedge import Gallery, InvalidImageError, NoSignatureError, Pipeline, SigedgeError
 
 PAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
             for sig in signatures:
                 try:
                     matches = gallery.identify(sig.crop, k=1)
-                except SigedgeError:
+                except (NoSignatureError, InvalidImageError):
                     continue  # a box with no usable ink
                 if matches and matches[0].writer_id == writer:
                     x0, y0, x1, y1 = (round(v) for v in sig.detection.box)

@@ -15,7 +15,8 @@ says why); a bundle whose manifest states one is scored with it by ``Pipeline.ve
    the ``--fit-bundle`` int8 embedder, through the runtime (cleaning and normalisation as
    ``sigedge verify`` does them). They should be writers that embedder never saw: on its own
    training writers the references of every writer agree almost alike, and the strength is
-   barely determined (a wide bootstrap interval; the fit is refused when it reaches 0).
+   barely determined (a wide bootstrap interval), and writing such a fit is refused; any fit
+   whose interval reaches 0 is refused.
 2. Builds protocol trials on them (5 references, three seeded draws; the rest of the writer's
    genuines against its skilled forgeries and other writers' genuines, at most 40 a draw) and
    fits a weighted logistic regression on the fused cosine ``c`` and the agreement ``a`` of
@@ -45,14 +46,14 @@ from pathlib import Path
 import numpy as np
 
 from sigedge import Pipeline, PipelineOptions
-from sigedge.errors import SigedgeError
+from sigedge.errors import SigedgeError, UsageError
 from sigedge.evaluate import protocol_scores, report_from_scores
 from sigedge.scoring import WriterNormalisation, fuse_scores, reference_agreement
 
 log = logging.getLogger("export.scoring")
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ROOT / "training" / "splits"
-#: Collections with skilled forgeries: the normalisation is fitted on their training writers.
+#: Collections with skilled forgeries: the normalisation is fitted on their writers.
 FIT_COLLECTIONS = ("sigcomp2011_dutch", "ssbi")
 #: References per identity in evaluation and calibration (as ``training.data.EVAL_REFERENCES``).
 EVAL_REFERENCES = {"sigcomp2011_dutch": 5, "ssbi": 5, "cross_media_chinese": 2}
@@ -163,8 +164,11 @@ def fit_normalisation(sets: list[tuple[np.ndarray, list[str], list[str]]], refs:
         raise SigedgeError(f"no writer has more than {refs} genuine signatures to fit on")
     x, kind, group = np.vstack(feats), np.concatenate(kinds), np.concatenate(groups)
     strength, coef, intercept = _strength(x, kind)
-    rng = np.random.default_rng(seed)
     names = np.unique(group)
+    if not strict:  # a cross-fit half: the point estimate is what is measured
+        return (WriterNormalisation(strength=strength, centre=float(x[:, 1].mean())),
+                {"trials": int(len(kind)), "writers": int(len(names))})
+    rng = np.random.default_rng(seed)
     members = {g: np.flatnonzero(group == g) for g in names}
     boot = []
     for _ in range(resamples):
@@ -172,16 +176,16 @@ def fit_normalisation(sets: list[tuple[np.ndarray, list[str], list[str]]], refs:
         try:
             boot.append(_strength(x[rows], kind[rows])[0])
         except SigedgeError:
-            boot.append(-np.inf)  # a resample where the cosine does not even help
+            boot.append(-1e9)  # a resample where the cosine does not even help: far below 0
     low, high = (float(v) for v in np.percentile(boot, [5, 95]))
     info = {"trials": int(len(kind)), "writers": int(len(names)),
             "agreement_sd": float(x[:, 1].std()), "strength_interval_90": [low, high],
             "logistic_coef": [float(c) for c in coef], "logistic_intercept": float(intercept)}
-    if strict and not low > 0.0:
+    if not low > 0.0:
         raise SigedgeError(f"these writers do not determine the strength: {strength:.3f}, 90 % interval "
                            f"[{low:.3f}, {high:.3f}] (agreement sd {info['agreement_sd']:.3f}); fit on "
                            "writers the embedder never saw (--fit-bundle / --fit-splits)")
-    centre = float(x[:, 1].mean())  # the fit writers' typical agreement: there the score is the cosine
+    centre = float(x[:, 1].mean())  # the fit trials' mean agreement: for a typical writer the score is the cosine
     return WriterNormalisation(strength=strength, centre=centre), info
 
 
@@ -197,13 +201,20 @@ def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = T
     ``fit_part="val"``, in which case the report adds a cross-fitted score). Thresholds are
     recalibrated on the validation writers of ``splits``. The validation report gives each
     EER for reference draw 0 (seed 0, the draw ``sigedge evaluate`` uses) and its mean over
-    ``draws`` seeded draws: with 11 writers a collection, one draw moves the skilled EER by a
-    few points."""
+    ``draws`` seeded draws: with 11 writers (SigComp) or 5 (SSBI) a collection, one draw
+    moves the skilled EER by a few points. Writing refuses a strength fitted on the
+    embedder's own training writers."""
     from export.export_embedder import calibrate, decision_band
 
     pipe = Pipeline(bundle, PipelineOptions(precision="int8"))
+    if pipe.fusion != "mean":
+        raise UsageError(f"the normalisation is fitted for mean fusion; this bundle fuses by {pipe.fusion!r}")
     fit_pipe = pipe if fit_bundle is None else Pipeline(fit_bundle, PipelineOptions(precision="int8"))
     fit_splits = splits if fit_splits is None else fit_splits
+    if write and fit_part == "train" and fit_pipe.model_sha256 == pipe.model_sha256:
+        raise UsageError("refusing to write a strength fitted on the embedder's own training writers (their "
+                         "references agree almost alike); fit on writers it never saw (--fit-bundle / "
+                         "--fit-splits, or --fit-part val), or look with --dry-run")
     fit_sets = [embed_rows(fit_pipe, read_split(fit_splits / f"{c}_{fit_part}.csv")) for c in FIT_COLLECTIONS]
     norm, info = fit_normalisation(fit_sets)
     info["fitted_on"] = (f"the {fit_part} writers of {' and '.join(FIT_COLLECTIONS)} in {_shown(fit_splits)}, "
@@ -298,9 +309,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = " ".join(["python -m export.scoring", *(sys.argv[1:] if argv is None else argv)])
-    ver = calibrate_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws,
-                           fit_bundle=args.fit_bundle, fit_splits=args.fit_splits, fit_part=args.fit_part,
-                           command=command)
+    try:
+        ver = calibrate_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws,
+                               fit_bundle=args.fit_bundle, fit_splits=args.fit_splits, fit_part=args.fit_part,
+                               command=command)
+    except SigedgeError as exc:  # a refused fit or bad input: one line, no traceback
+        log.error("%s", exc)
+        return 2 if isinstance(exc, UsageError) else 1
     print(json.dumps(ver["writer_normalisation"], indent=1))
     return 0
 

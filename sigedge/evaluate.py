@@ -77,7 +77,7 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
         if max_random_per_writer is not None and len(randoms) > max_random_per_writer:
             randoms = rng.choice(randoms, size=max_random_per_writer, replace=False)
         sims = queries @ ref_emb.T  # (N, R): all at once, the set is small
-        norm = normalisation.get(w) if isinstance(normalisation, Mapping) else normalisation
+        norm = normalisation[w] if isinstance(normalisation, Mapping) else normalisation
         agreement = reference_agreement(ref_emb) if norm else None
 
         def score(q: int) -> float:

@@ -51,9 +51,11 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
             continue
         writers.append(writer)
         kinds.append(kind)
+    # the bundle's normalisation was fitted and calibrated for its own fusion only
+    normalisation = pipeline.normalisation if (fusion or pipeline.fusion) == pipeline.fusion else None
     fusion = fusion or pipeline.fusion
     scores = protocol_scores(np.stack(vectors), writers, kinds, references=refs, seed=seed, fusion=fusion,
-                             normalisation=pipeline.normalisation)
+                             normalisation=normalisation)
     if scores.writers < 2:
         raise UsageError(f"need at least two writers with more than {refs} genuine signatures")
     report = report_from_scores(scores, refs)
@@ -73,7 +75,7 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
     })
     if draws > 1:
         report.extra["draws"] = over_draws(np.stack(vectors), writers, kinds, refs, seed, draws, fusion,
-                                           pipeline.normalisation)
+                                           normalisation)
     if plot is not None:
         plot_scores(scores, report, plot)
         report.extra["plot"] = str(plot)

@@ -62,11 +62,10 @@ class WriterNormalisation:
 
     ``score = fused - strength * (agreement - centre)``: a writer whose references agree
     more than the typical writer (``centre``) must be matched more closely. ``strength`` is
-    learned on training writers (a logistic regression on the fused cosine and the fused
-    cosine minus the agreement, genuine against skilled and random impostors; see
-    ``export/scoring.py``), so it is the weight that separated genuine from forged there,
-    not a value tuned on the writers the numbers are reported on. With one reference there
-    is no agreement to measure and the fused score is kept.
+    fitted by ``export/scoring.py`` (a logistic regression on the fused cosine and the
+    agreement, genuine against skilled and random impostors, on writers the embedder never
+    saw), and is stated in a bundle's manifest; the packaged bundle states none yet. With one
+    reference there is no agreement to measure and the fused score is kept.
     """
 
     strength: float

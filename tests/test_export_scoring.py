@@ -124,3 +124,34 @@ def test_calibrate_bundle_rewrites_only_the_verification_contract(tmp_path, monk
     assert after["identification"]["threshold"] == pytest.approx(calibrate(scores)["far_random_1pct"])
     assert pipe.normalisation == fitted  # the hashes still check out and the normalisation is in force
     assert Gallery(tmp_path / "g.gallery", pipe).identify_threshold == after["identification"]["threshold"]
+
+
+def test_cross_fitted_scores_each_writer_with_a_fit_made_without_it(monkeypatch):
+    import export.scoring as scoring
+
+    fits = []
+
+    def recording_fit(sets, **kwargs):
+        writers = frozenset((c, w) for c, (_, ws, _) in zip(scoring.FIT_COLLECTIONS, sets) for w in ws)
+        fits.append(writers)
+        return WriterNormalisation(strength=len(fits) / 10, centre=0.5), {}
+
+    monkeypatch.setattr(scoring, "fit_normalisation", recording_fit)
+    sets = [writers_with_spreads(0, 1.0, n_writers=5), writers_with_spreads(1, 1.0, n_writers=4)]
+    out = scoring.cross_fitted(sets)
+    every = {(c, w) for c, (_, ws, _) in zip(scoring.FIT_COLLECTIONS, sets) for w in ws}
+    assert set(out) == every and len(fits) == 2
+    assert fits[0] | fits[1] == every and not fits[0] & fits[1]  # two disjoint halves
+    for key, norm in out.items():
+        made_on = fits[round(norm.strength * 10) - 1]
+        assert key not in made_on  # never scored with a fit that saw it
+
+
+def test_writing_a_fit_on_the_embedders_own_training_writers_is_refused(tmp_path, capsys):
+    from export.scoring import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    before = (bundle / "manifest.json").read_bytes()
+    assert main(["--bundle", str(bundle), "--splits", str(fake_splits(tmp_path)), "--fit-part", "train"]) == 2
+    assert (bundle / "manifest.json").read_bytes() == before  # nothing written

@@ -106,3 +106,17 @@ def test_identify_never_takes_a_normalised_verification_threshold(tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     plain = Gallery(tmp_path / "b.gallery", Pipeline(bundle))
     assert plain.identify_threshold == pytest.approx(manifest["verification"]["thresholds"]["far_random_1pct"])
+
+
+def test_protocol_scores_take_one_normalisation_per_claimed_writer():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(16, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    writers, kinds = ["a"] * 8 + ["b"] * 8, ["genuine"] * 16
+    plain = protocol_scores(emb, writers, kinds, references=5, seed=0)
+    only_b = {"a": WriterNormalisation(0.0, 0.0), "b": WriterNormalisation(1.0, 0.0)}
+    mixed = protocol_scores(emb, writers, kinds, references=5, seed=0, normalisation=only_b)
+    assert np.allclose(mixed.genuine[:3], plain.genuine[:3])  # writer a: strength 0
+    assert not np.allclose(mixed.genuine[3:], plain.genuine[3:])  # writer b: normalised
+    with pytest.raises(KeyError):  # a writer without one is an error, not a silent mix of scales
+        protocol_scores(emb, writers, kinds, references=5, seed=0, normalisation={"a": only_b["a"]})
