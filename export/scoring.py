@@ -47,7 +47,8 @@ import numpy as np
 
 from sigedge import Pipeline, PipelineOptions
 from sigedge.errors import SigedgeError, UsageError
-from sigedge.evaluate import protocol_scores, report_from_scores
+from sigedge.evaluate import protocol_scores
+from sigedge.evaluate_cli import over_draws
 from sigedge.scoring import WriterNormalisation, fuse_scores, reference_agreement
 
 log = logging.getLogger("export.scoring")
@@ -234,14 +235,15 @@ def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = T
         if cross is not None and coll in FIT_COLLECTIONS:
             variants.append(("normalised_cross_fitted", {w: n for (c, w), n in cross.items() if c == coll}))
         for name, n in variants:
-            runs = [protocol_scores(emb, writers, kinds, refs, seed=d, normalisation=n) for d in range(draws)]
-            reps = [report_from_scores(ps, refs) for ps in runs]
-            entry[name] = {"eer_skilled": reps[0].eer_skilled, "eer_random": reps[0].eer_random}
-            if reps[0].eer_skilled is not None:
-                entry[name]["eer_skilled_mean_of_draws"] = float(np.mean([r.eer_skilled for r in reps]))
-            entry[name]["eer_random_mean_of_draws"] = float(np.mean([r.eer_random for r in reps]))
+            d = over_draws(emb, writers, kinds, refs, 0, draws, "mean", n)
+            entry[name] = {"eer_skilled": d["eer_skilled_per_draw"][0] if d["eer_skilled_per_draw"] else None,
+                           "eer_random": d["eer_random_per_draw"][0]}
+            if d["eer_skilled_mean"] is not None:
+                entry[name]["eer_skilled_mean_of_draws"] = d["eer_skilled_mean"]
+            entry[name]["eer_random_mean_of_draws"] = d["eer_random_mean"]
             if name != "normalised_cross_fitted":  # calibrated on draw 0, as the export
-                (scores if n is not None else cosine_scores)[coll] = runs[0]
+                (scores if n is not None else cosine_scores)[coll] = protocol_scores(
+                    emb, writers, kinds, refs, seed=0, normalisation=n)
         report[coll] = entry
         log.info("%s (validation, %d references): %s", coll, refs, entry)
     thresholds = calibrate(scores)
