@@ -22,6 +22,10 @@ evaluate`` (seeded references, mean fusion):
   normalisation (``verification.writer_normalisation``, fitted on that fold's training
   writers by ``python -m export.scoring --bundle B --splits training/splits/foldK``); only
   for bundles that state one;
+* ``int8-learned``: the int8 embeddings and the ink statistics scored by the bundle's learned
+  scorer (``verification.scorer``, fitted on that fold's training writers by ``python -m
+  export.fit_scorer --bundle B --splits training/splits/foldK``), as the bundle verifies;
+  only for bundles that state one;
 * ``int8+hog``: an unweighted fusion, the mean of the int8 embedder's and HOG's cosines
   (fixed in advance, not tuned on these writers), to see whether the two are complementary;
 * baselines given as ``--baseline NAME:K=BUNDLE`` (e.g. the float SigNet of
@@ -53,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from hog_baseline import hog  # noqa: E402
-from robustness import embed_all  # noqa: E402
+from robustness import describe_all  # noqa: E402
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
 from sigedge.clean import clean_signature  # noqa: E402
@@ -61,12 +65,12 @@ from sigedge.errors import SigedgeError  # noqa: E402
 from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
 from sigedge.imageio import load_image  # noqa: E402
 from sigedge.normalize import NormalizeOptions, normalize_signature  # noqa: E402
-from sigedge.scoring import WriterNormalisation, l2_normalize  # noqa: E402
+from sigedge.scoring import LearnedScorer, WriterNormalisation, ink_statistics, l2_normalize  # noqa: E402
 from sigedge.bench import time_stage  # noqa: E402
 
 log = logging.getLogger("crossval")
 SPLITS = ROOT / "training" / "splits"
-METHODS = ("int8", "int8-norm", "float", "hog", "int8+hog")
+METHODS = ("int8", "int8-learned", "int8-norm", "float", "hog", "int8+hog")
 LATENCY_REPEAT = 50
 
 
@@ -103,8 +107,10 @@ def same_name_impostors(writers: list[str]) -> tuple[list[int], list[str], list[
 
 
 def scores_report(emb: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
-                  normalisation: WriterNormalisation | None = None) -> dict:
-    rep = report_from_scores(protocol_scores(emb, writers, kinds, refs, seed=seed, normalisation=normalisation), refs)
+                  normalisation: WriterNormalisation | None = None, scorer: LearnedScorer | None = None,
+                  ink: np.ndarray | None = None) -> dict:
+    rep = report_from_scores(protocol_scores(emb, writers, kinds, refs, seed=seed, normalisation=normalisation,
+                                             scorer=scorer, ink=ink), refs)
     return {"eer_skilled": rep.eer_skilled, "eer_random": rep.eer_random,
             "frr_at_far1_skilled": rep.frr_at_far1_skilled, "frr_at_far1_random": rep.frr_at_far1_random,
             "writers": rep.writers, "n_genuine": rep.n_genuine, "n_skilled": rep.n_skilled, "n_random": rep.n_random}
@@ -154,16 +160,22 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
     extra_rows, extra_ids, extra_kinds = same_name_impostors(cm_ids)
     cm_methods = {}
     norm: WriterNormalisation | None = None  # the bundle's per-writer normalisation, if it states one
+    scorer: LearnedScorer | None = None  # the bundle's learned scorer, if it states one
+    ink, cm_ink = None, None
     runs = [(precision, bundle, precision) for precision in ("int8", "float")] if bundle is not None else []
     runs += [(name, path, "float") for name, path in (baselines or {}).items()]
     for name, path, precision in runs:
         pipe = Pipeline(path, PipelineOptions(precision=precision))
         out.setdefault("model_sha256", {})[name] = pipe.model_sha256
-        methods[name] = embed_all(pipe, images)
-        cm_methods[name] = embed_all(pipe, cm_images)
+        methods[name], sig_ink = describe_all(pipe, images)
+        cm_methods[name], cm_sig_ink = describe_all(pipe, cm_images)
         cost[name] = model_cost(pipe, canvases_for(pipe, images))
         if name == "int8":
-            norm = pipe.normalisation
+            norm, scorer, ink, cm_ink = pipe.normalisation, pipe.scorer, sig_ink, cm_sig_ink
+            if scorer is not None:
+                canvases = canvases_for(pipe, images)
+                cost["int8-learned"] = {"model_bytes": cost[name]["model_bytes"], "latency_ms_p50": cost[name][
+                    "latency_ms_p50"] + time_stage(ink_statistics, canvases, LATENCY_REPEAT)["p50_ms"]}
     cm_methods["hog"] = hog_embeddings(cm_images)
     if bundle is not None:
         for group in (methods, cm_methods):
@@ -179,14 +191,20 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
         cost["int8-norm"] = cost["int8"]
     else:
         normalised = {m: None for m in methods}
-    out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed, normalised[m])
+    # "int8-learned": the int8 embeddings and ink statistics scored by the bundle's scorer
+    if scorer is not None:
+        for group in (methods, cm_methods):
+            group["int8-learned"] = group["int8"]
+    learned = {m: (scorer if m == "int8-learned" else None) for m in methods}
+    out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed, normalised.get(m), learned[m], ink)
                                 for m, e in methods.items()}
     cm_refs = 2
     out["cross_media_chinese"] = {}
     for m, e in cm_methods.items():
-        random_only = scores_report(e, cm_ids, cm_kinds, cm_refs, seed, normalised.get(m))
+        random_only = scores_report(e, cm_ids, cm_kinds, cm_refs, seed, normalised.get(m), learned.get(m), cm_ink)
         same_name = scores_report(np.concatenate([e, e[extra_rows]]), cm_ids + extra_ids, cm_kinds + extra_kinds,
-                                  cm_refs, seed, normalised.get(m))
+                                  cm_refs, seed, normalised.get(m), learned.get(m),
+                                  None if cm_ink is None else np.concatenate([cm_ink, cm_ink[extra_rows]]))
         out["cross_media_chinese"][m] = {"eer_random": random_only["eer_random"],
                                          "eer_same_name": same_name["eer_skilled"],
                                          "identities": random_only["writers"], "n_same_name": same_name["n_skilled"]}

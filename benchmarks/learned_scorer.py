@@ -70,6 +70,7 @@ from sigedge.errors import SigedgeError  # noqa: E402
 from sigedge.imageio import load_image  # noqa: E402
 from sigedge.metrics import equal_error_rate, frr_at_far  # noqa: E402
 from sigedge.normalize import NormalizeOptions, normalize_signature  # noqa: E402
+from sigedge.scoring import ink_statistics  # noqa: E402
 
 log = logging.getLogger("learned_scorer")
 SPLITS = ROOT / "training" / "splits"
@@ -90,10 +91,10 @@ class Signature:
     density: np.ndarray  # 8x16 ink density grid
     x_profile: np.ndarray
     y_profile: np.ndarray
-    aspect: float        # log(width / height) of the ink
-    ink_fraction: float
-    stroke_width: float  # ink pixels / contour pixels
-    components: float    # log number of connected components
+    aspect: float        # the four of sigedge.scoring.ink_statistics (logarithms):
+    ink_fraction: float  # width / height of the ink, ink fraction, stroke width
+    stroke_width: float  # (ink pixels / contour pixels) and number of connected
+    components: float    # components
     darkness: float      # mean stretched ink level
     embedding: np.ndarray | None = None
 
@@ -102,16 +103,13 @@ def describe(image: np.ndarray) -> Signature:
     canvas = normalize_signature(clean_signature(image), NormalizeOptions(height=128, width=256)).canvas
     canvas = canvas.astype(np.float32)
     ink = canvas > 0.05
-    ys, xs = np.nonzero(ink)
-    n_components, _ = cv2.connectedComponents(ink.astype(np.uint8))
-    contour = cv2.Canny(ink.astype(np.uint8) * 255, 50, 150).astype(bool).sum() + 1
+    aspect, ink_fraction, stroke_width, components = (float(v) for v in ink_statistics(canvas))
     half = cv2.resize(canvas, (128, 64), interpolation=cv2.INTER_AREA)
     return Signature(
         hog8=hog(canvas).reshape(15, 31, 36), hog16=hog(half).reshape(7, 15, 36),
         density=cv2.resize(canvas, (16, 8), interpolation=cv2.INTER_AREA).ravel(),
         x_profile=canvas.sum(axis=0), y_profile=canvas.sum(axis=1),
-        aspect=float(np.log((np.ptp(xs) + 1) / (np.ptp(ys) + 1))), ink_fraction=float(ink.mean()),
-        stroke_width=float(ink.sum() / contour), components=float(np.log(n_components)),
+        aspect=aspect, ink_fraction=ink_fraction, stroke_width=stroke_width, components=components,
         darkness=float(canvas[ink].mean()))
 
 
@@ -132,8 +130,8 @@ def pair_features(a: Signature, b: Signature) -> dict[str, float]:
     f = dict(zip(SHAPE, [_cos(a.hog8, b.hog8), _cos(a.hog16, b.hog16), _cos(a.density, b.density),
                          _cos(a.x_profile, b.x_profile), _cos(a.y_profile, b.y_profile)]
                  + _region_cosines(a.hog8, b.hog8, 2, 4) + _region_cosines(a.hog16, b.hog16, 1, 3)))
-    f.update(aspect=abs(a.aspect - b.aspect), ink_fraction=abs(np.log(a.ink_fraction / b.ink_fraction)),
-             stroke_width=abs(np.log(a.stroke_width / b.stroke_width)), components=abs(a.components - b.components),
+    f.update(aspect=abs(a.aspect - b.aspect), ink_fraction=abs(a.ink_fraction - b.ink_fraction),
+             stroke_width=abs(a.stroke_width - b.stroke_width), components=abs(a.components - b.components),
              darkness=abs(a.darkness - b.darkness))
     if a.embedding is not None and b.embedding is not None:
         f["int8"] = float(a.embedding @ b.embedding)

@@ -13,7 +13,9 @@ captured on a different day and device would be. Perturbations (seeded per image
 * ``background``: gray, textured paper (noise + smooth gradient) behind the ink
 * ``jpeg40``: JPEG at quality 40
 
-Reports skilled and random EER per condition and the change from clean, in points.
+Reports skilled and random EER per condition and the change from clean, in points, for
+the bundle's scorer (``results``: its learned scorer over the cosine and ink statistics,
+where it has one) and for the plain fused cosine (``results_cosine``), on the same images.
 """
 
 from __future__ import annotations
@@ -87,14 +89,27 @@ def jpeg40(img, rng):
 PERTURBATIONS = {"rotate": rotate, "scale": scale, "ink": ink, "background": background, "jpeg40": jpeg40}
 
 
-def embed_all(pipe: Pipeline, images: list[np.ndarray]) -> np.ndarray:
-    out = []
-    for img in images:
+def describe_all(pipe: Pipeline, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and ink statistics; an image without ink found gets a zero vector (cosine 0
+    to everything, so it is scored as far from every writer) and the mean ink statistics of the
+    images that had ink (a stand-in that favours no particular writer)."""
+    emb, ink, missing = [], [], []
+    for i, img in enumerate(images):
         try:
-            out.append(pipe.embed(img))
-        except SigedgeError:  # no ink found: a zero vector scores 0 against everything
-            out.append(np.zeros(pipe.dim, np.float32))
-    return np.stack(out)
+            f = pipe.describe(img)
+            emb.append(f.embedding)
+            ink.append(f.ink)
+        except SigedgeError:
+            emb.append(np.zeros(pipe.dim, np.float32))
+            ink.append(None)
+            missing.append(i)
+    if missing:
+        log.info("%d image(s) without ink found", len(missing))
+    found = [k for k in ink if k is not None]
+    if not found:
+        raise SystemExit("no image with ink found")
+    filler = np.mean(found, axis=0).astype(np.float32)
+    return np.stack(emb), np.stack([filler if k is None else k for k in ink])
 
 
 def main(argv=None) -> int:
@@ -115,34 +130,38 @@ def main(argv=None) -> int:
     pipe = Pipeline(args.bundle, PipelineOptions(precision=args.precision))
     if args.deskew:
         pipe.normalize_options = dataclasses.replace(pipe.normalize_options, deskew=True)
-    clean = embed_all(pipe, images)
+    clean, clean_ink = describe_all(pipe, images)
+    scorers = {"results": pipe.scorer, "results_cosine": None} if pipe.scorer is not None else {"results": None}
 
-    def report(query_emb: np.ndarray) -> dict:
+    def report(query_emb: np.ndarray, query_ink: np.ndarray, scorer) -> dict:
         # The protocol draws the same references with the same seed; only queries change.
-        scores = protocol_scores(clean, writers, kinds, args.refs, seed=args.seed, query_embeddings=query_emb)
+        scores = protocol_scores(clean, writers, kinds, args.refs, seed=args.seed, query_embeddings=query_emb,
+                                 scorer=scorer, ink=clean_ink, query_ink=query_ink)
         rep = report_from_scores(scores, args.refs)
         return {"eer_skilled": rep.eer_skilled, "eer_random": rep.eer_random}
 
-    results = {"clean": report(clean)}
+    results = {key: {"clean": report(clean, clean_ink, s)} for key, s in scorers.items()}
     for k, (name, fn) in enumerate(PERTURBATIONS.items()):
         rng = np.random.default_rng(args.seed + 1000 * (k + 1))
-        perturbed = embed_all(pipe, [fn(img, rng) for img in images])
-        results[name] = report(perturbed)
-        for key in ("eer_skilled", "eer_random"):
-            results[name][f"delta_{key}_points"] = 100 * (results[name][key] - results["clean"][key])
-        log.info("%s: %s", name, results[name])
+        perturbed, perturbed_ink = describe_all(pipe, [fn(img, rng) for img in images])
+        for key, s in scorers.items():
+            r = results[key][name] = report(perturbed, perturbed_ink, s)
+            for m in ("eer_skilled", "eer_random"):
+                r[f"delta_{m}_points"] = 100 * (r[m] - results[key]["clean"][m])
+            log.info("%s %s: %s", key, name, r)
     out = {"labels": str(args.labels), "references": args.refs, "precision": args.precision, "deskew": args.deskew,
-           "model_sha256": pipe.model_sha256, "results": results}
+           "model_sha256": pipe.model_sha256, "scorer": "learned" if pipe.scorer is not None else "cosine", **results}
     text = json.dumps(out, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
     print(text)
-    print(f"\n{'condition':12s} {'skilled EER':>12s} {'random EER':>11s} {'Δ skilled':>10s} {'Δ random':>9s}",
-          file=sys.stderr)
-    for name, r in results.items():
-        print(f"{name:12s} {100 * r['eer_skilled']:11.2f}% {100 * r['eer_random']:10.2f}% "
-              f"{r.get('delta_eer_skilled_points', 0):+9.2f} {r.get('delta_eer_random_points', 0):+8.2f}",
-              file=sys.stderr)
+    for key in results:
+        print(f"\n{key}\n{'condition':12s} {'skilled EER':>12s} {'random EER':>11s} {'Δ skilled':>10s} "
+              f"{'Δ random':>9s}", file=sys.stderr)
+        for name, r in results[key].items():
+            print(f"{name:12s} {100 * r['eer_skilled']:11.2f}% {100 * r['eer_random']:10.2f}% "
+                  f"{r.get('delta_eer_skilled_points', 0):+9.2f} {r.get('delta_eer_random_points', 0):+8.2f}",
+                  file=sys.stderr)
     return 0
 
 

@@ -42,6 +42,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -79,30 +80,38 @@ def embed_rows(pipe: Pipeline, rows: list[tuple[Path, str, str]]) -> tuple[np.nd
 
 
 def trials(emb: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
-           max_random: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Protocol trials: features (N, 2) = (fused cosine, the references' agreement), the
-    kind of each trial, and the writer it was scored against."""
+           max_random: int = 40, features: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Protocol trials: features (N, F), the kind of each trial, and the writer it was scored
+    against. ``features(reference_rows, query_rows)`` gives the features of those queries; by
+    default (F = 2) the fused cosine and the references' agreement."""
     w_arr, k_arr = np.asarray(writers), np.asarray(kinds)
     rng = np.random.default_rng(seed)
     genuine = {w: np.flatnonzero((w_arr == w) & (k_arr == "genuine")) for w in sorted(set(writers))}
     eligible = [w for w, idx in genuine.items() if len(idx) > refs]
-    feats: list[tuple[float, float]] = []
+    feats: list[np.ndarray] = []
     labels: list[str] = []
     claimed: list[str] = []
     for w in eligible:
         chosen = rng.choice(genuine[w], refs, replace=False)
-        ref = emb[chosen]
-        agreement = reference_agreement(ref)
         randoms = np.concatenate([genuine[o] for o in eligible if o != w])
         randoms = rng.choice(randoms, min(max_random, len(randoms)), replace=False)
         for kind, rows in (("genuine", np.setdiff1d(genuine[w], chosen)),
                            ("skilled", np.flatnonzero((w_arr == w) & (k_arr == "forgery"))), ("random", randoms)):
-            for q in rows:
-                feats.append((fuse_scores(ref @ emb[q], "mean"), agreement))
-                labels.append(kind)
-                claimed.append(w)
-    return (np.array(feats, dtype=np.float64).reshape(-1, 2), np.array(labels, dtype=str),
+            if len(rows) == 0:
+                continue
+            feats.append(features(chosen, rows) if features is not None else _cosine_agreement(emb, chosen, rows))
+            labels += [kind] * len(rows)
+            claimed += [w] * len(rows)
+    width = feats[0].shape[1] if feats else 2
+    return (np.vstack(feats) if feats else np.zeros((0, width)), np.array(labels, dtype=str),
             np.array(claimed, dtype=str))
+
+
+def _cosine_agreement(emb: np.ndarray, chosen: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    ref = emb[chosen]
+    fused = [fuse_scores(ref @ emb[q], "mean") for q in rows]
+    return np.column_stack([fused, np.full(len(rows), reference_agreement(ref))]).astype(np.float64)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float = 1.0,
@@ -207,10 +216,10 @@ def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = T
     embedder's own training writers."""
     from export.export_embedder import calibrate, decision_band
 
-    pipe = Pipeline(bundle, PipelineOptions(precision="int8"))
+    pipe = Pipeline(bundle, PipelineOptions(precision="int8", scorer="cosine"))
     if pipe.fusion != "mean":
         raise UsageError(f"the normalisation is fitted for mean fusion; this bundle fuses by {pipe.fusion!r}")
-    fit_pipe = pipe if fit_bundle is None else Pipeline(fit_bundle, PipelineOptions(precision="int8"))
+    fit_pipe = pipe if fit_bundle is None else Pipeline(fit_bundle, PipelineOptions(precision="int8", scorer="cosine"))
     fit_splits = splits if fit_splits is None else fit_splits
     if write and fit_part == "train" and fit_pipe.model_sha256 == pipe.model_sha256:
         raise UsageError("refusing to write a strength fitted on the embedder's own training writers (their "
@@ -252,6 +261,9 @@ def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = T
     manifest_path = pipe.bundle.directory / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     ver = manifest.setdefault("verification", {})
+    # a bundle is calibrated for one scorer: the normalisation replaces a learned scorer
+    for key in ("scorer", "cosine"):
+        ver.pop(key, None)
     ver.update({
         "thresholds": thresholds,
         "band": decision_band(thresholds),
@@ -298,12 +310,18 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bundle_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every scoring fit takes: the bundle, its splits, a dry run, the draws."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the packaged one)")
     ap.add_argument("--splits", type=Path, default=SPLITS, help="folder of the split CSVs (e.g. training/splits/fold1)")
     ap.add_argument("--dry-run", action="store_true", help="fit and report, but leave the manifest alone")
     ap.add_argument("--draws", type=int, default=10, help="reference draws the validation EERs are averaged over")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = bundle_arguments(__doc__)
     ap.add_argument("--fit-bundle", type=Path, default=None,
                     help="bundle whose embedder embeds the writers the strength is fitted on (default: --bundle)")
     ap.add_argument("--fit-splits", type=Path, default=None, help="split folder of those writers (default: --splits)")

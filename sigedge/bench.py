@@ -21,7 +21,7 @@ from .cli_common import print_table
 from .imageio import load_image, read_image_bytes
 from .interpreter import TFLiteModel, interpreter_backend
 from .normalize import normalize_signature
-from .scoring import cosine_similarities, fuse_scores, l2_normalize
+from .scoring import LearnedScorer, cosine_similarities, fuse_scores, ink_statistics, l2_normalize
 from .synth import synthetic_signature
 
 __all__ = ["run_bench", "print_bench", "time_stage"]
@@ -83,6 +83,12 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         embeddings[role] = l2_normalize(np.stack([model(c[..., None]) for c in canvases]))
     refs = embeddings["embedder"][:5]
     stages["score"] = time_stage(lambda q: fuse_scores(cosine_similarities(q, refs)), list(embeddings["embedder"]), repeat)
+    scorer = LearnedScorer.from_manifest(bundle.verification.get("scorer"))
+    if scorer is not None:  # what the learned scorer adds: the ink statistics and its features
+        inks = np.stack([ink_statistics(c) for c in canvases])
+        stages["ink_statistics"] = time_stage(ink_statistics, canvases, repeat)
+        stages["score_learned"] = time_stage(lambda i: scorer.score(embeddings["embedder"][i], inks[i], refs, inks[:5]),
+                                             list(range(len(canvases))), repeat)
     if "embed_int8" in stages and "embed_float32" in stages:
         report["int8_speedup_vs_float"] = stages["embed_float32"]["p50_ms"] / stages["embed_int8"]["p50_ms"]
         report["int8_size_ratio_vs_float"] = (report["models"]["embedder"]["bytes"]
@@ -90,7 +96,8 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         cos = np.sum(embeddings["embedder"] * embeddings["embedder_float"], axis=1)
         report["int8_vs_float_embedding_cosine"] = float(cos.mean())
     _bench_detector(bundle, report, repeat, pages)
-    total = sum(stages[s]["p50_ms"] for s in ("decode", "normalise", "score")) + stages.get(
+    scoring = ("ink_statistics", "score_learned") if "score_learned" in stages else ("score",)
+    total = sum(stages[s]["p50_ms"] for s in ("decode", "normalise", *scoring)) + stages.get(
         "embed_int8", stages.get("embed_float32"))["p50_ms"]
     report["end_to_end_p50_ms"] = total
     return report

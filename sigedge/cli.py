@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from . import __version__
-from .cli_common import command_errors, emit, print_table, progress
+from .cli_common import command_errors, emit, make_pipeline, print_table, progress
 from .errors import EXIT_CODES, UsageError
 
 app = typer.Typer(
@@ -36,17 +36,11 @@ BundleOpt = typer.Option(None, "--bundle", help="Model bundle directory (default
 ThreadsOpt = typer.Option(1, "--threads", min=1, help="Interpreter threads.")
 PrecisionOpt = typer.Option("int8", "--precision", help="int8 (shipped) or float (reference) embedder.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+ScorerOpt = typer.Option("bundle", "--scorer", help="bundle (its learned scorer over the cosine and ink statistics, "
+                         "where it has one) or cosine (the fused cosine alone, on its own thresholds).")
 
 
-def _pipeline(bundle: Optional[Path], threads: int = 1, precision: str = "int8", threshold: Optional[float] = None,
-              operating_point: Optional[str] = None, clean: bool = True):
-    from .pipeline import Pipeline, PipelineOptions
-
-    if precision not in ("int8", "float"):
-        raise UsageError(f"--precision must be int8 or float, not {precision!r}")
-    opts = PipelineOptions(threads=threads, precision=precision, threshold=threshold,  # type: ignore[arg-type]
-                           operating_point=operating_point, clean=clean)
-    return Pipeline(bundle, opts)
+_pipeline = make_pipeline
 
 
 @app.command()
@@ -57,8 +51,8 @@ def verify(
     writer: Optional[str] = typer.Option(None, "--writer", help="...enrolled under this writer id."),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", help="Decision threshold (default: calibrated), on the verification score's scale "
-                                  "(writer-normalised when the bundle says so; identify's thresholds are on the "
-                                  "plain cosine)."),
+                                  "(the learned scorer's probability where the bundle has one, else the fused "
+                                  "cosine; identify's thresholds are on the plain cosine)."),
     operating_point: Optional[str] = typer.Option(None, "--operating-point",
                                                   help="A calibrated threshold by name, e.g. far_skilled_1pct."),
     bundle: Optional[Path] = BundleOpt,
@@ -67,6 +61,7 @@ def verify(
     key_file: Optional[Path] = typer.Option(None, "--key-file", help="Key of an encrypted gallery."),
     explain: Optional[Path] = typer.Option(None, "--explain", help="Write a picture explaining the decision (PNG)."),
     page: bool = typer.Option(False, "--page", help="QUERY is a whole page: detect its signatures, verify each."),
+    scorer: str = ScorerOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Verify QUERY against REFERENCES (1:1). Exit 0 if accepted as genuine, 1 if rejected.
@@ -79,7 +74,7 @@ def verify(
                 raise UsageError("--page takes reference images (not --gallery/--writer or --explain)")
             if not references:
                 raise UsageError("give at least one reference image")
-            pipe = _pipeline(bundle, threads, precision, threshold, operating_point)
+            pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer)
             accepted = _verify_page(pipe, query, references, as_json)
             raise typer.Exit(0 if accepted else 1)
         if gallery is not None or writer is not None:
@@ -92,12 +87,12 @@ def verify(
             from .gallery_cli import verify_in_gallery
 
             result = verify_in_gallery(gallery, writer, query, bundle=bundle, threads=threads, threshold=threshold,
-                                       operating_point=operating_point, key_file=key_file)
+                                       operating_point=operating_point, key_file=key_file, scorer=scorer)
             ref_names = [f"{writer}#{i}" for i in range(len(result.similarities))]
         else:
             if not references:
                 raise UsageError("give at least one reference image (or --gallery and --writer)")
-            pipe = _pipeline(bundle, threads, precision, threshold, operating_point)
+            pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer)
             result = pipe.verify(query, references)
             ref_names = [str(r) for r in references]
             if explain is not None:
@@ -109,6 +104,9 @@ def verify(
             verdict = "GENUINE" if result.genuine else "REJECTED"
             typer.echo(f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} ({result.operating_point})"
                        f"  band: {result.band}")
+            if result.scorer == "learned":
+                typer.echo(f"score: the learned scorer's genuine probability (cosine {result.cosine:.4f}, with ink "
+                           f"statistics)")
             if result.reference_agreement is not None and result.writer_normalised:
                 typer.echo(f"score: the similarities' fusion, normalised for how closely the references agree "
                            f"with each other ({result.reference_agreement:.4f})")
@@ -146,7 +144,7 @@ def _write_explanation(pipe, query: Path, reference: Path, result, out: Path) ->
     from .explain import explain_image
 
     picture = explain_image(pipe.prepare(query).canvas, pipe.prepare(reference).canvas, result,
-                            pipe.bundle.verification.get("thresholds", {}))
+                            pipe.calibrated_thresholds(result.scorer))
     if not cv2.imwrite(str(out), picture):
         raise UsageError(f"cannot write {out} (unknown extension or unwritable folder)")
 
@@ -223,6 +221,7 @@ def evaluate(
     bundle: Optional[Path] = BundleOpt,
     threads: int = ThreadsOpt,
     precision: str = PrecisionOpt,
+    scorer: str = ScorerOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Writer-independent verification protocol: EER (skilled, random), FRR at FAR 1 % and 10 %, AUC."""
@@ -230,7 +229,7 @@ def evaluate(
         from .evaluate_cli import run_evaluation
 
         run_evaluation(labels, refs=refs, seed=seed, fusion=fusion, plot=plot, as_json=as_json,
-                       pipeline=_pipeline(bundle, threads, precision), draws=draws)
+                       pipeline=_pipeline(bundle, threads, precision, scorer=scorer), draws=draws)
 
 
 @app.command()
@@ -338,14 +337,19 @@ def info(bundle: Optional[Path] = BundleOpt, as_json: bool = JsonOpt) -> None:
                        "models": {r: {"file": s.file.name, "sha256": s.sha256, "precision": s.precision,
                                       "bytes": s.file.stat().st_size, "input": [s.input_height, s.input_width, s.input_channels],
                                       "dim": s.output_dim} for r, s in b.models.items()},
+                       "scorer": "learned" if b.verification.get("scorer") else "cosine",
                        "thresholds": b.verification.get("thresholds", {}),
-                       "default_threshold": b.verification.get("default_threshold")},
+                       "default_threshold": b.verification.get("default_threshold"),
+                       **({"cosine_thresholds": b.verification["cosine"]["thresholds"]}
+                          if b.verification.get("scorer") else {})},
         }
 
         def human() -> None:
             for k in ("sigedge", "numpy", "opencv", "hnswlib", "interpreter_backend", "interpreter_version"):
                 typer.echo(f"{k:20s} {data[k]}")
             typer.echo(f"{'bundle':20s} {b.directory} ({b.name} {b.version})")
+            typer.echo(f"{'verification score':20s} {data['bundle']['scorer']} "
+                       f"({data['bundle']['default_threshold']} threshold on that scale)")
             print_table(["role", "file", "precision", "bytes", "sha256"],
                         [(r, m["file"], m["precision"], m["bytes"], m["sha256"]) for r, m in data["bundle"]["models"].items()])
 

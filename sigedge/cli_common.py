@@ -21,11 +21,27 @@ import typer
 
 from .errors import SigedgeError
 
-__all__ = ["command_errors", "emit", "print_table", "progress", "to_jsonable", "fail"]
+__all__ = ["command_errors", "emit", "make_pipeline", "print_table", "progress", "to_jsonable", "fail"]
 
 log = logging.getLogger("sigedge.cli")
 T = TypeVar("T")
 INTERNAL_ERROR_EXIT = 7
+
+
+def make_pipeline(bundle: Path | None, threads: int = 1, precision: str = "int8", threshold: float | None = None,
+                  operating_point: str | None = None, clean: bool = True, scorer: str = "bundle"):
+    """The :class:`~sigedge.pipeline.Pipeline` a command's options describe (checked here, so
+    that a bad value is a usage error, exit 2)."""
+    from .errors import UsageError
+    from .pipeline import Pipeline, PipelineOptions
+
+    if precision not in ("int8", "float"):
+        raise UsageError(f"--precision must be int8 or float, not {precision!r}")
+    if scorer not in ("bundle", "cosine"):
+        raise UsageError(f"--scorer must be bundle or cosine, not {scorer!r}")
+    opts = PipelineOptions(threads=threads, precision=precision, threshold=threshold,  # type: ignore[arg-type]
+                           operating_point=operating_point, clean=clean, scorer=scorer)  # type: ignore[arg-type]
+    return Pipeline(bundle, opts)
 
 
 def fail(message: str, code: int) -> None:

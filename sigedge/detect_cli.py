@@ -9,16 +9,14 @@ from typing import Optional
 import numpy as np
 import typer
 
-from .cli_common import command_errors, emit, print_table, progress
+from .cli_common import command_errors, emit, make_pipeline, print_table, progress
 from .errors import UsageError
 
 __all__ = ["register"]
 
 
 def _pipeline(bundle: Optional[Path], threads: int, precision: str):
-    from .cli import _pipeline as make
-
-    return make(bundle, threads, precision)
+    return make_pipeline(bundle, threads, precision)
 
 
 def _write_crops(crops_dir: Path, stem: str, found) -> list[str]:

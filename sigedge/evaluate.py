@@ -4,7 +4,9 @@ For every writer with more than R genuine signatures: R genuine references are d
 (seeded); the writer's other genuines are positives, its forgeries are skilled
 negatives, and other writers' genuines are random negatives. A query's score is the
 fusion of its cosine similarities to the R references, optionally normalised per writer by
-the agreement of the writer's references (:class:`~sigedge.scoring.WriterNormalisation`).
+the agreement of the writer's references (:class:`~sigedge.scoring.WriterNormalisation`), or
+the bundle's learned scorer over the cosine and the ink statistics
+(:class:`~sigedge.scoring.LearnedScorer`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .metrics import auc, equal_error_rate, frr_at_far
-from .scoring import Fusion, WriterNormalisation, fuse_scores, reference_agreement
+from .scoring import Fusion, LearnedScorer, WriterNormalisation, fuse_scores, reference_agreement
 
 __all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores"]
 
@@ -53,14 +55,22 @@ class EvaluationReport:
 def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str], references: int = 5,
                     seed: int = 0, fusion: Fusion = "mean", max_random_per_writer: int | None = None,
                     query_embeddings: np.ndarray | None = None,
-                    normalisation: WriterNormalisation | Mapping[str, WriterNormalisation] | None = None
-                    ) -> ProtocolScores:
+                    normalisation: WriterNormalisation | Mapping[str, WriterNormalisation] | None = None,
+                    scorer: LearnedScorer | None = None, ink: np.ndarray | None = None,
+                    query_ink: np.ndarray | None = None) -> ProtocolScores:
     """Scores of the protocol. ``query_embeddings`` (same rows, e.g. of perturbed images)
     are scored against references drawn from ``embeddings``; by default the same.
     ``normalisation`` applies the bundle's per-writer normalisation, as verification does (a
-    mapping gives each claimed writer its own, e.g. one fitted without that writer)."""
+    mapping gives each claimed writer its own, e.g. one fitted without that writer).
+    ``scorer`` scores with a learned scorer instead; it needs the ink statistics ``ink`` (and
+    ``query_ink`` with ``query_embeddings``). The reference draws are the same either way."""
     emb = np.asarray(embeddings, dtype=np.float32)
     queries = emb if query_embeddings is None else np.asarray(query_embeddings, dtype=np.float32)
+    if scorer is not None:
+        if ink is None or (query_embeddings is not None and query_ink is None):
+            raise ValueError("a learned scorer needs the ink statistics of every image")
+        ink = np.asarray(ink, dtype=np.float32)
+        q_ink = ink if query_embeddings is None else np.asarray(query_ink, dtype=np.float32)
     writers_arr = np.asarray(writers)
     kinds_arr = np.asarray(kinds)
     rng = np.random.default_rng(seed)
@@ -76,6 +86,12 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
         randoms = np.concatenate([genuine_idx[o] for o in eligible if o != w] or [np.array([], int)])
         if max_random_per_writer is not None and len(randoms) > max_random_per_writer:
             randoms = rng.choice(randoms, size=max_random_per_writer, replace=False)
+        if scorer is not None:
+            learned = scorer.score_many(queries, q_ink, ref_emb, ink[refs])  # (N,): all at once, the set is small
+            g_scores += list(learned[positives])
+            s_scores += list(learned[skilled])
+            r_scores += list(learned[randoms])
+            continue
         sims = queries @ ref_emb.T  # (N, R): all at once, the set is small
         norm = normalisation[w] if isinstance(normalisation, Mapping) else normalisation
         agreement = reference_agreement(ref_emb) if norm else None

@@ -41,48 +41,56 @@ def read_labels(labels: Path) -> list[tuple[Path, str, str]]:
 def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, plot: Path | None, as_json: bool,
                    pipeline, draws: int = 1) -> EvaluationReport:
     rows = read_labels(labels)
-    vectors, writers, kinds, failures = [], [], [], []
+    vectors, inks, writers, kinds, failures = [], [], [], [], []
     for path, writer, kind in progress(rows, "embedding", not as_json):
         try:
-            vectors.append(pipeline.embed(path))
+            features = pipeline.describe(path)
+            vectors.append(features.embedding)
+            inks.append(features.ink)
         except SigedgeError as exc:
             failures.append({"path": str(path), "error": str(exc)})
             log.warning("skipped %s: %s", path, exc)
             continue
         writers.append(writer)
         kinds.append(kind)
-    # the bundle's normalisation was fitted and calibrated for its own fusion only
-    normalisation = pipeline.normalisation if (fusion or pipeline.fusion) == pipeline.fusion else None
+    if not vectors:
+        raise UsageError(f"{labels}: no usable image")
+    # the bundle's normalisation and scorer were fitted and calibrated for its own fusion only
+    same_fusion = (fusion or pipeline.fusion) == pipeline.fusion
+    scoring = {"normalisation": pipeline.normalisation if same_fusion else None,
+               "scorer": pipeline.scorer if same_fusion else None, "ink": np.stack(inks)}
     fusion = fusion or pipeline.fusion
     scores = protocol_scores(np.stack(vectors), writers, kinds, references=refs, seed=seed, fusion=fusion,
-                             normalisation=normalisation)
+                             **scoring)
     if scores.writers < 2:
         raise UsageError(f"need at least two writers with more than {refs} genuine signatures")
     report = report_from_scores(scores, refs)
-    t = pipeline.threshold
+    # the threshold on the scale the scores were made on
+    t, operating_point = pipeline.threshold_for("learned" if scoring["scorer"] is not None else "cosine")
     report.extra.update({
         "labels": str(labels),
         "model_sha256": pipeline.model_sha256,
         "precision": pipeline.options.precision,
         "fusion": fusion,
+        "scorer": "learned" if scoring["scorer"] is not None else "cosine",
         "seed": seed,
         "images": len(rows),
         "skipped": failures,
-        "shipped_threshold": {"name": pipeline.operating_point, "value": t,
+        "shipped_threshold": {"name": operating_point, "value": t,
                               "frr": float(np.mean(scores.genuine < t)),
                               "far_skilled": float(np.mean(scores.skilled >= t)) if len(scores.skilled) else None,
                               "far_random": float(np.mean(scores.random >= t))},
     })
     if draws > 1:
-        report.extra["draws"] = over_draws(np.stack(vectors), writers, kinds, refs, seed, draws, fusion,
-                                           normalisation)
+        report.extra["draws"] = over_draws(np.stack(vectors), writers, kinds, refs, seed, draws, fusion, **scoring)
     if plot is not None:
         plot_scores(scores, report, plot)
         report.extra["plot"] = str(plot)
 
     def human() -> None:
         typer.echo(f"{labels}: {report.writers} writers, {refs} references each, fusion {fusion}, "
-                   f"{pipeline.options.precision} embedder {pipeline.model_sha256[:12]}")
+                   f"{pipeline.options.precision} embedder {pipeline.model_sha256[:12]}, "
+                   f"{report.extra['scorer']} scorer")
         pct = lambda v: None if v is None else f"{100 * v:.2f} %"  # noqa: E731
         print_table(["negatives", "pairs", "EER", "FRR@FAR1%", "FRR@FAR10%", "AUC"], [
             ("skilled", report.n_skilled, pct(report.eer_skilled), pct(report.frr_at_far1_skilled),
@@ -110,10 +118,11 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
 
 
 def over_draws(embeddings: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int, draws: int,
-               fusion: str, normalisation=None) -> dict:
-    """EERs of the protocol for ``draws`` reference draws (seeds ``seed`` .. ``seed + draws - 1``)."""
+               fusion: str, normalisation=None, **scoring) -> dict:
+    """EERs of the protocol for ``draws`` reference draws (seeds ``seed`` .. ``seed + draws - 1``);
+    ``scoring``: a learned scorer and the ink statistics, as :func:`protocol_scores` takes them."""
     reports = [report_from_scores(protocol_scores(embeddings, writers, kinds, references=refs, seed=seed + d,
-                                                  fusion=fusion, normalisation=normalisation), refs)
+                                                  fusion=fusion, normalisation=normalisation, **scoring), refs)
                for d in range(draws)]
     skilled = [r.eer_skilled for r in reports if r.eer_skilled is not None]
     random_ = [r.eer_random for r in reports]
@@ -149,7 +158,7 @@ def plot_scores(scores: ProtocolScores, report: EvaluationReport, out: Path) -> 
     for name, imp, _ in sets:
         axes[2].hist(imp, bins, alpha=0.5, density=True, label=name)
     axes[2].axvline(report.extra.get("shipped_threshold", {}).get("value", np.nan), color="k", ls="--", label="threshold")
-    axes[2].set(xlabel="score (fused cosine)", title="score histograms")
+    axes[2].set(xlabel=f"score ({report.extra.get('scorer', 'cosine')})", title="score histograms")
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)

@@ -27,7 +27,7 @@ Design (details in :mod:`sigedge.gallery_store`):
 * ``remove`` erases: rows deleted with ``secure_delete``, the write-ahead log checkpointed
   and truncated, the database vacuumed, and the writer's vector overwritten in the index
   before it is saved and the old index files deleted.
-* With a key, vectors, images and writer ids are encrypted (AES-GCM); writer ids are found
+* With a key, vectors, ink statistics, images and writer ids are encrypted (AES-GCM); writer ids are found
   by HMAC token; the index file is encrypted too. (Counts and enrolment times are not.)
 * Every enrolment, verification, identification and removal is appended to a
   hash-chained audit log (:mod:`sigedge.audit`).
@@ -53,10 +53,10 @@ import numpy as np
 
 from .audit import AUDIT_FILE, GENESIS_HASH, AuditLog, AuditReport, make_line, verify_chain
 from .errors import GalleryError, SigedgeError, UsageError
-from .gallery_store import GALLERY_FORMAT, Store
+from .gallery_store import GALLERY_FORMAT, INK_TABLE, Store, has_table
 from .imageio import ImageInput, load_image, read_image_bytes
 from .pipeline import VerifyResult
-from .scoring import Fusion
+from .scoring import INK_STATISTICS, Fusion
 
 __all__ = [
     "Gallery",
@@ -69,6 +69,7 @@ __all__ = [
     "AuditReport",
     "Embedder",
     "check_audit",
+    "describe_images",
     "embed_images",
     "reindex_gallery",
     "verify_in_gallery",
@@ -94,6 +95,11 @@ class Embedder(Protocol):
 
     def verify_embeddings(self, query: np.ndarray, references: np.ndarray) -> VerifyResult: ...
 
+    # Optional: ``describe(image)`` returning an object with ``embedding`` and ``ink`` (as
+    # :meth:`sigedge.Pipeline.describe`). With it, the gallery stores each sample's ink
+    # statistics and verifies with ``verify_embeddings(query, refs, query_ink, reference_ink)``,
+    # so that a bundle's learned scorer can score; without it, by the embeddings alone.
+
 
 @dataclass(frozen=True)
 class GalleryOptions:
@@ -101,8 +107,9 @@ class GalleryOptions:
     applies when the index is (re)built; the rest to the open gallery."""
 
     #: Score a writer needs for :meth:`Gallery.identify` to accept it; None takes the model
-    #: bundle's calibrated identification threshold, else (a bundle whose verification score
-    #: is the plain cosine) its verification ``far_random_1pct`` one.
+    #: bundle's calibrated identification threshold, else its plain cosine's ``far_random_1pct``
+    #: (``verification.thresholds``, or ``verification.cosine.thresholds`` in a bundle with a
+    #: learned scorer).
     identify_threshold: float | None = None
     #: How a writer's similarities become its score in identify; None: the bundle's fusion.
     identify_fusion: Fusion | None = None
@@ -710,17 +717,24 @@ class Gallery:
         images = _as_image_list(images)
         if not images:
             raise UsageError("enroll needs at least one image")
-        vectors, crops = embed_images(self.pipeline, images, self.keep_crops)
-        return self._enroll_embeddings(writer_id, vectors, crops)
+        vectors, inks, crops = describe_images(self.pipeline, images, self.keep_crops)
+        return self._enroll_embeddings(writer_id, vectors, crops, inks)
 
-    def _enroll_embeddings(self, writer_id: str, vectors: np.ndarray, crops: list | None = None) -> EnrollResult:
-        """Store precomputed embeddings of a writer: the part of :meth:`enroll` after embedding."""
+    def _enroll_embeddings(self, writer_id: str, vectors: np.ndarray, crops: list | None = None,
+                           inks: np.ndarray | None = None) -> EnrollResult:
+        """Store precomputed embeddings (and ink statistics) of a writer: the part of
+        :meth:`enroll` after embedding."""
         writer_id = _check_writer_id(writer_id)
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self._dim or len(vectors) == 0:
             raise UsageError(f"expected embeddings of shape (n, {self._dim}), got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise GalleryError("the model produced non-finite embeddings; nothing was enrolled")
+        if inks is not None:
+            inks = np.asarray(inks, dtype=np.float32)
+            if inks.shape != (len(vectors), len(INK_STATISTICS)) or not np.isfinite(inks).all():
+                raise GalleryError(f"expected finite ink statistics of shape ({len(vectors)}, {len(INK_STATISTICS)}), "
+                                   f"got {inks.shape}; nothing was enrolled")
         norms = np.linalg.norm(vectors, axis=1)
         if (norms < 1e-6).any():
             log.warning("enrol %r: the model produced an all-zero embedding (untrained placeholder model?)", writer_id)
@@ -742,11 +756,16 @@ class Gallery:
                 else:
                     row, ref = int(found[0]), str(found[1])
                 ids = []
+                if inks is not None:
+                    conn.execute(INK_TABLE)  # a gallery made before ink statistics gains the table
                 for i, v in enumerate(vectors):
                     cur = conn.execute("INSERT INTO samples(writer, generation, enrolled, vector) VALUES (?, ?, ?, ?)",
                                        (row, gen, now, self._seal(v.astype("<f4").tobytes(), b"sigedge/vector|%d" % row)))
                     sid = int(cur.lastrowid)
                     ids.append(sid)
+                    if inks is not None:
+                        conn.execute("INSERT INTO sample_ink(sample_id, data) VALUES (?, ?)",
+                                     (sid, self._seal(inks[i].astype("<f4").tobytes(), b"sigedge/ink|%d" % row)))
                     if crops is not None:
                         kind, data = crops[i]
                         conn.execute("INSERT INTO crops(sample_id, kind, data) VALUES (?, ?, ?)",
@@ -775,14 +794,19 @@ class Gallery:
             t = bundle.identification.get("threshold")
             if t is not None:
                 return float(t)
-            # verification thresholds are on identify's scale only when verification scores
-            # the plain cosine too (no per-writer normalisation)
-            if bundle.verification.get("writer_normalisation"):
+            # verification thresholds are on identify's scale (the plain fused cosine) only
+            # without a per-writer normalisation; a learned scorer keeps the cosine's own
+            ver = bundle.verification
+            if ver.get("writer_normalisation"):
                 raise GalleryError("the model states no identification threshold (its verification thresholds "
                                    "are for writer-normalised scores): set GalleryOptions(identify_threshold=...)")
-            t = bundle.verification.get("thresholds", {}).get("far_random_1pct")
+            cosine = ver.get("cosine", {}) if ver.get("scorer") else ver
+            t = cosine.get("thresholds", {}).get("far_random_1pct")
             if t is not None:
                 return float(t)
+            if ver.get("scorer"):
+                raise GalleryError("the model states no cosine threshold for identification: set "
+                                   "GalleryOptions(identify_threshold=...)")
         t = getattr(self.pipeline, "threshold", None)
         if t is None:
             raise GalleryError("the model states no threshold: set GalleryOptions(identify_threshold=...)")
@@ -802,8 +826,9 @@ class Gallery:
         """Which enrolled writers is this signature most likely by? (open-set 1:N)
 
         Writers are ranked by the bundle's fusion of the query's similarities to all their
-        references: verification's fused score before its per-writer normalisation (which
-        would need every candidate's reference agreement and is calibrated for 1:1 claims). With mean fusion (the
+        references: the fused cosine, not verification's learned scorer or per-writer
+        normalisation (which would need every candidate's references and ink statistics, and
+        are calibrated for 1:1 claims). With mean fusion (the
         default) that is the inner product with the writer's mean reference vector, which
         the index holds, so the index's search ranks writers directly; other fusions
         re-score the index's best ``candidates`` writers on their stored references.
@@ -882,13 +907,38 @@ class Gallery:
             self._flush_audit()
 
     def _writer_vectors(self, writer_id: str) -> tuple[np.ndarray, str]:
+        vectors, _, ref = self._writer_samples(writer_id)
+        return vectors, ref
+
+    def _writer_samples(self, writer_id: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """A writer's reference embeddings, their ink statistics (None unless every sample has
+        them) and the writer's pseudonym."""
         with self._store.read() as conn:
             found = conn.execute("SELECT id, ref FROM writers WHERE lookup=?", (self._lookup(writer_id),)).fetchone()
             if found is None:
                 raise GalleryError(f"no writer {writer_id!r} in the gallery {self.path}")
             row, ref = int(found[0]), str(found[1])
-            blobs = conn.execute("SELECT vector FROM samples WHERE writer=? ORDER BY id", (row,)).fetchall()
-        return np.stack([self._vector(b, row) for (b,) in blobs]), ref
+            if has_table(conn, "sample_ink"):
+                rows = conn.execute("SELECT s.vector, i.data FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
+                                    "WHERE s.writer=? ORDER BY s.id", (row,)).fetchall()
+            else:
+                rows = [(b, None) for (b,) in conn.execute("SELECT vector FROM samples WHERE writer=? ORDER BY id",
+                                                            (row,))]
+        vectors = np.stack([self._vector(b, row) for b, _ in rows])
+        inks = None
+        if all(d is not None for _, d in rows):
+            inks = np.stack([np.frombuffer(self._open_blob(d, b"sigedge/ink|%d" % row), dtype="<f4") for _, d in rows])
+            if inks.shape[1] != len(INK_STATISTICS):
+                raise GalleryError(f"{self.path}: stored ink statistics have {inks.shape[1]} values, expected "
+                                   f"{len(INK_STATISTICS)}")
+        return vectors, inks, ref
+
+    @staticmethod
+    def _samples_without_ink(conn) -> int:
+        if not has_table(conn, "sample_ink"):
+            return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+        return int(conn.execute("SELECT COUNT(*) FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
+                                "WHERE i.sample_id IS NULL").fetchone()[0])
 
     def references(self, writer_id: str) -> np.ndarray:
         """The stored reference embeddings (n, D) of a writer."""
@@ -899,15 +949,24 @@ class Gallery:
         """Is ``image`` by the enrolled ``writer_id``? 1:1 against their stored references."""
         self._check_open()
         writer_id = _check_writer_id(writer_id)
-        refs, ref = self._writer_vectors(writer_id)
-        query = np.asarray(self.pipeline.embed(image), dtype=np.float32)
-        result = self.pipeline.verify_embeddings(query, refs)
+        refs, inks, ref = self._writer_samples(writer_id)
+        describe = getattr(self.pipeline, "describe", None)
+        if describe is not None and inks is not None:
+            q = describe(image)
+            result = self.pipeline.verify_embeddings(np.asarray(q.embedding, np.float32), refs, q.ink, inks)
+        else:  # references enrolled without ink statistics: the embeddings alone
+            if getattr(self.pipeline, "scorer", None) is not None:
+                log.warning("this writer's references were enrolled without ink statistics: scored by the cosine "
+                            "alone, not the bundle's learned scorer (sigedge reindex --force measures them where "
+                            "the images were kept; otherwise re-enrol)")
+            query = np.asarray(self.pipeline.embed(image), dtype=np.float32)
+            result = self.pipeline.verify_embeddings(query, refs)
         if self.options.audit and self.options.audit_reads:
             with self._mutex:
                 self._log_read_event({
                     "event": "verify", "writer": "w:" + ref, "model_sha256": result.model_sha256,
                     "score": _finite(result.score), "threshold": _finite(result.threshold),
-                    "operating_point": result.operating_point,
+                    "operating_point": result.operating_point, "scorer": result.scorer,
                     "decision": "genuine" if result.genuine else "rejected"})
         return result
 
@@ -930,6 +989,9 @@ class Gallery:
                 gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]) + 1
                 sids = [int(s) for (s,) in conn.execute("SELECT id FROM samples WHERE writer=?", (row,))]
                 conn.execute("DELETE FROM crops WHERE sample_id IN (SELECT id FROM samples WHERE writer=?)", (row,))
+                if has_table(conn, "sample_ink"):
+                    conn.execute("DELETE FROM sample_ink WHERE sample_id IN (SELECT id FROM samples WHERE writer=?)",
+                                 (row,))
                 conn.execute("DELETE FROM samples WHERE writer=?", (row,))
                 conn.execute("INSERT OR REPLACE INTO tombstones(writer, generation) VALUES (?, ?)", (row, gen))
                 conn.execute("DELETE FROM writers WHERE id=?", (row,))
@@ -1032,18 +1094,27 @@ class Gallery:
             with self._store.read() as conn:
                 rows = conn.execute("SELECT s.id, s.writer, c.kind, c.data FROM samples s "
                                     "LEFT JOIN crops c ON c.sample_id = s.id ORDER BY s.id").fetchall()
-            if old == new and int(meta["dim"]) == self._dim and not force:
+                without_ink = self._samples_without_ink(conn)
+            # samples enrolled before galleries kept ink statistics need re-describing too
+            measures_ink = getattr(self.pipeline, "describe", None) is not None
+            if old == new and int(meta["dim"]) == self._dim and not force and not (measures_ink and without_ink):
                 return ReindexResult(len(rows), old, new, False, time.perf_counter() - t0)
             missing = sum(1 for r in rows if r[3] is None)
             if missing:
                 raise GalleryError(
                     f"{self.path}: cannot reindex: {missing} of {len(rows)} samples were enrolled without keeping "
                     "their image (--keep-crops); re-enrol those writers from their images with the new model")
-            vectors = []
+            vectors, inks = [], []
+            describe = getattr(self.pipeline, "describe", None)
             for sid, row, _kind, data in rows:
                 image = self._open_blob(data, b"sigedge/crop|%d" % row)
                 try:
-                    v = np.asarray(self.pipeline.embed(image), dtype=np.float32)
+                    if describe is not None:
+                        f = describe(image)
+                        v = np.asarray(f.embedding, dtype=np.float32)
+                        inks.append(np.asarray(f.ink, dtype=np.float32))
+                    else:
+                        v = np.asarray(self.pipeline.embed(image), dtype=np.float32)
                 except SigedgeError as exc:
                     raise GalleryError(f"{self.path}: cannot re-embed stored sample {sid}: {exc}") from exc
                 vectors.append(v / max(float(np.linalg.norm(v)), 1e-12))
@@ -1052,6 +1123,11 @@ class Gallery:
                 conn.executemany("UPDATE samples SET vector=?, generation=? WHERE id=?",
                                  [(self._seal(v.astype("<f4").tobytes(), b"sigedge/vector|%d" % r[1]), gen, r[0])
                                   for v, r in zip(vectors, rows)])
+                conn.execute(INK_TABLE)
+                conn.execute("DELETE FROM sample_ink")  # statistics of the old preprocessing go too
+                conn.executemany("INSERT INTO sample_ink(sample_id, data) VALUES (?, ?)",
+                                 [(r[0], self._seal(k.astype("<f4").tobytes(), b"sigedge/ink|%d" % r[1]))
+                                  for k, r in zip(inks, rows)])
                 Store.set_meta(conn, generation=gen, rebuild_generation=gen, model_sha256=new, dim=self._dim,
                                model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"))
                 if self.options.audit:
@@ -1101,20 +1177,35 @@ class Gallery:
 
 def embed_images(pipeline: Embedder, images: Sequence[ImageInput], keep_crops: bool = False
                  ) -> tuple[np.ndarray, list[tuple[str, bytes]] | None]:
-    """Embeddings (n, D) of images, and their encoded bytes when ``keep_crops``: what
+    """Embeddings (n, D) of images, and their encoded bytes when ``keep_crops``. A bad image
+    raises its error, naming the image."""
+    vectors, _, crops = describe_images(pipeline, images, keep_crops)
+    return vectors, crops
+
+
+def describe_images(pipeline: Embedder, images: Sequence[ImageInput], keep_crops: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None, list[tuple[str, bytes]] | None]:
+    """Embeddings (n, D) of images, their ink statistics (n, 4) where the pipeline measures
+    them (None otherwise), and their encoded bytes when ``keep_crops``: what
     :meth:`Gallery.enroll` stores. A bad image raises its error, naming the image."""
     n = len(images)
-    vectors, crops = [], ([] if keep_crops else None)
+    describe = getattr(pipeline, "describe", None)
+    vectors, inks, crops = [], [], ([] if keep_crops else None)
     for i, image in enumerate(images):
         try:
-            vectors.append(np.asarray(pipeline.embed(image), dtype=np.float32))
+            if describe is not None:
+                f = describe(image)
+                vectors.append(np.asarray(f.embedding, dtype=np.float32))
+                inks.append(np.asarray(f.ink, dtype=np.float32))
+            else:
+                vectors.append(np.asarray(pipeline.embed(image), dtype=np.float32))
             if crops is not None:
                 crops.append(_crop_of(image))
         except SigedgeError as exc:
             if isinstance(image, (str, os.PathLike)) or n == 1:
                 raise  # the message already names the file
             raise type(exc)(f"image {i + 1} of {n}: {exc}") from exc
-    return np.stack(vectors), crops
+    return np.stack(vectors), (np.stack(inks) if describe is not None else None), crops
 
 
 def _crop_of(image: ImageInput) -> tuple[str, bytes]:

@@ -23,8 +23,7 @@ from typing import List, Optional
 
 import typer
 
-from .cli_common import command_errors, emit, fail, print_table
-from .errors import UsageError
+from .cli_common import command_errors, emit, fail, make_pipeline, print_table
 from .pipeline import VerifyResult
 
 __all__ = ["register", "verify_in_gallery"]
@@ -37,14 +36,7 @@ _THREADS = typer.Option(1, "--threads", min=1, help="Interpreter threads.")
 _PRECISION = typer.Option("int8", "--precision", help="int8 (shipped) or float (reference) embedder.")
 
 
-def _pipeline(bundle: Optional[Path], threads: int = 1, precision: str = "int8", threshold: Optional[float] = None,
-              operating_point: Optional[str] = None):
-    from .pipeline import Pipeline, PipelineOptions
-
-    if precision not in ("int8", "float"):
-        raise UsageError(f"--precision must be int8 or float, not {precision!r}")
-    return Pipeline(bundle, PipelineOptions(threads=threads, precision=precision,  # type: ignore[arg-type]
-                                            threshold=threshold, operating_point=operating_point))
+_pipeline = make_pipeline
 
 
 def _key(key_file: Optional[Path]) -> Optional[bytes]:
@@ -62,7 +54,7 @@ def _name(p: Path | str) -> str:
 def verify_in_gallery(gallery_path: str | os.PathLike, writer: str, query, key: bytes | str | None = None, *,
                       bundle: Optional[Path] = None, threads: int = 1, threshold: Optional[float] = None,
                       operating_point: Optional[str] = None, precision: str = "int8",
-                      key_file: Optional[Path] = None) -> VerifyResult:
+                      key_file: Optional[Path] = None, scorer: str = "bundle") -> VerifyResult:
     """1:1 verification of ``query`` against ``writer``'s references in a gallery.
 
     What ``sigedge verify --gallery G --writer W QUERY`` runs. The key is ``key``, else
@@ -72,7 +64,7 @@ def verify_in_gallery(gallery_path: str | os.PathLike, writer: str, query, key: 
 
     if key is None and key_file is not None:
         key = _key(key_file)
-    pipe = _pipeline(bundle, threads, precision, threshold, operating_point)
+    pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer)
     return _verify(gallery_path, writer, query, key=key, pipeline=pipe)
 
 
@@ -96,15 +88,15 @@ def register(app: typer.Typer) -> None:
         with command_errors():
             from .gallery import Gallery
 
-            from .gallery import _check_writer_id, embed_images
+            from .gallery import _check_writer_id, describe_images
 
             key = _key(key_file)
             _check_writer_id(writer)
             pipe = _pipeline(bundle, threads, precision)
             # Embed first, so that a bad image leaves no trace (not even a new empty gallery).
-            vectors, crops = embed_images(pipe, list(images), keep_crops)
+            vectors, inks, crops = describe_images(pipe, list(images), keep_crops)
             with Gallery(gallery, pipe, key=key, keep_crops=keep_crops) as g:
-                result = g._enroll_embeddings(writer, vectors, crops)
+                result = g._enroll_embeddings(writer, vectors, crops, inks)
 
             def human() -> None:
                 typer.echo(f"enrolled {result.added} signature(s) of {result.writer_id!r} "
@@ -206,7 +198,9 @@ def register(app: typer.Typer) -> None:
         precision: str = _PRECISION,
         as_json: bool = _JSON,
     ) -> None:
-        """Re-embed a gallery's kept images with the current model (needs galleries enrolled with --keep-crops)."""
+        """Re-embed a gallery's kept images with the current model, measuring their ink statistics too
+        (needs galleries enrolled with --keep-crops). Without --force, only when the model changed or
+        some samples lack ink statistics (enrolled before galleries kept them)."""
         with command_errors():
             from .gallery import reindex_gallery
 

@@ -3,7 +3,7 @@
 Layout of a gallery directory::
 
     gallery.db            SQLite (WAL): the source of truth (writers, samples with their
-                          vectors, optional crops, metadata, audit chain head)
+                          vectors and ink statistics, optional crops, metadata, audit chain head)
     gallery.db-wal/-shm   SQLite's write-ahead log (transient)
     index-<gen>.hnsw      hnswlib index of each writer's mean reference vector: a derived
                           cache, named by the database generation it reflects
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 from .errors import GalleryError
 
-__all__ = ["GALLERY_FORMAT", "DB_FILE", "LOCK_FILE", "FileLock", "Store", "fsync_dir"]
+__all__ = ["GALLERY_FORMAT", "DB_FILE", "INK_TABLE", "LOCK_FILE", "FileLock", "Store", "fsync_dir", "has_table"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,20 @@ CREATE TABLE IF NOT EXISTS tombstones (
 );
 CREATE INDEX IF NOT EXISTS tombstones_generation ON tombstones(generation);
 """
+# Added after the first galleries were made: a gallery without it is created the first time a
+# sample is written; samples enrolled before have no ink statistics (scored by the cosine).
+INK_TABLE = """
+CREATE TABLE IF NOT EXISTS sample_ink (
+    -- ON DELETE CASCADE: an older sigedge, which knows nothing of this table, still erases
+    -- a writer's statistics with their samples (and is not stopped by the foreign key)
+    sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+    data BLOB NOT NULL                      -- float32 LE ink statistics, encrypted when encrypted
+)"""
+_SCHEMA += INK_TABLE + ";"
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
 
 def fsync_dir(path: Path) -> None:

@@ -16,10 +16,10 @@ from .errors import ModelError, NoSignatureError, UsageError
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
 from .normalize import NormalizedSignature, normalize_signature
-from .scoring import (Fusion, WriterNormalisation, cosine_similarities, fuse_scores, l2_normalize,
-                      reference_agreement)
+from .scoring import (INK_STATISTICS, Fusion, LearnedScorer, WriterNormalisation, cosine_similarities,
+                      fuse_scores, ink_statistics, l2_normalize, reference_agreement)
 
-__all__ = ["Pipeline", "PipelineOptions", "VerifyResult", "PageSignature"]
+__all__ = ["Pipeline", "PipelineOptions", "VerifyResult", "PageSignature", "SignatureFeatures"]
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,44 @@ class PipelineOptions:
     operating_point: str | None = None
     #: How signatures are found on whole pages (:meth:`Pipeline.detect`).
     detect_options: DetectOptions = field(default_factory=DetectOptions)
+    #: ``bundle`` scores with the bundle's learned scorer when it states one (the cosine
+    #: and ink statistics, see :class:`~sigedge.scoring.LearnedScorer`); ``cosine`` with the
+    #: fused cosine alone, on the bundle's cosine thresholds.
+    scorer: Literal["bundle", "cosine"] = "bundle"
+
+
+@dataclass(frozen=True)
+class SignatureFeatures:
+    """What verification needs of one signature: its embedding and its ink statistics."""
+
+    embedding: np.ndarray  # float32 (D,), L2-normalised
+    ink: np.ndarray  # float32 (4,), :func:`sigedge.scoring.ink_statistics`
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """One score scale's decision threshold and accept / refer / reject band."""
+
+    threshold: float
+    operating_point: str
+    band: dict | None
+
+    def decide(self, score: float) -> str:
+        if not self.band:
+            return "accept" if score >= self.threshold else "reject"
+        if score >= float(self.band["accept"]):
+            return "accept"
+        return "reject" if score < float(self.band["reject"]) else "refer"
 
 
 @dataclass(frozen=True)
 class VerifyResult:
     """Outcome of a 1:1 verification."""
 
-    #: fused cosine similarity, normalised per writer when the bundle says so (see
-    #: ``reference_agreement``); higher = more likely genuine
+    #: with the bundle's learned scorer (``scorer == "learned"``), the probability that the
+    #: query is genuine, in [0, 1]; otherwise the fused cosine similarity, normalised per
+    #: writer when the bundle says so (see ``reference_agreement``). Higher = more likely
+    #: genuine; compare it with ``threshold``, which is on the same scale.
     score: float
     threshold: float
     genuine: bool  # score >= threshold
@@ -66,6 +96,10 @@ class VerifyResult:
     reference_agreement: float | None = None
     #: whether ``score`` is normalised by the agreement (the bundle states a normalisation)
     writer_normalised: bool = False
+    #: ``learned`` (the bundle's scorer over the cosine and ink statistics) or ``cosine``
+    scorer: str = "cosine"
+    #: the fused cosine similarity, whichever scorer made ``score``
+    cosine: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -102,27 +136,44 @@ class Pipeline:
                              f"does not match the manifest's {dim}")
         ver = self.bundle.verification
         self.fusion: Fusion = self.options.fusion or ver.get("fusion", "mean")
+        if ver.get("scorer") and ver.get("writer_normalisation"):
+            raise ModelError(f"{self.bundle.directory}: the manifest states both a learned scorer and a writer "
+                             "normalisation; a bundle is calibrated for one of them")
+        #: the learned scorer the thresholds are calibrated for (None: the fused cosine)
+        self.scorer = LearnedScorer.from_manifest(ver.get("scorer")) if self.options.scorer == "bundle" else None
         #: per-writer normalisation the thresholds were calibrated with (None: plain fused cosine)
         self.normalisation = WriterNormalisation.from_manifest(ver.get("writer_normalisation"))
-        if self.normalisation is not None and self.fusion != ver.get("fusion", "mean"):
-            # its strength was fitted for the bundle's fusion; with another, neither it nor the
+        if (self.normalisation is not None or self.scorer is not None) and self.fusion != ver.get("fusion", "mean"):
+            # they were fitted for the bundle's fusion; with another, neither they nor the
             # thresholds are calibrated, and the plain fused score is at least what it says it is
-            log.warning("fusion %r is not the bundle's %r: scores are not normalised per writer, and the "
-                        "calibrated thresholds do not apply to them", self.fusion, ver.get("fusion", "mean"))
-            self.normalisation = None
-        self.threshold, self.operating_point = self._pick_threshold(ver)
+            log.warning("fusion %r is not the bundle's %r: scores are plain fused cosines, not normalised "
+                        "per writer nor learned, and the calibrated thresholds do not apply to them",
+                        self.fusion, ver.get("fusion", "mean"))
+            self.normalisation = self.scorer = None
+        # a bundle with a scorer keeps the cosine's own calibration in ``verification.cosine``
+        cosine_block = ver.get("cosine") if ver.get("scorer") else ver
+        self._cosine_calibration = (self._calibration(cosine_block, custom=self.scorer is None)
+                                    if cosine_block else None)
+        primary = self._calibration(ver, custom=True) if self.scorer is not None else self._cosine_calibration
+        if primary is None:
+            raise ModelError(f"{self.bundle.directory}: the manifest has no thresholds for the fused cosine "
+                             "(verification.cosine)")
+        self._primary = primary
+        self.threshold, self.operating_point = primary.threshold, primary.operating_point
         self._detector: Detector | None = None
         log.debug("pipeline: %s (%s), threshold %.4f (%s)", self.embedder_spec.file.name,
                   self._embedder.backend, self.threshold, self.operating_point)
 
-    def _pick_threshold(self, ver: dict) -> tuple[float, str]:
-        if self.options.threshold is not None:
-            return float(self.options.threshold), "custom"
-        thresholds = ver.get("thresholds", {})
-        name = self.options.operating_point or ver.get("default_threshold")
+    def _calibration(self, block: dict, custom: bool) -> _Calibration:
+        """The threshold and band of one scale; a custom threshold (options) applies only to
+        the scale it is meant for, the one scores are normally made on (``custom``)."""
+        if custom and self.options.threshold is not None:
+            return _Calibration(float(self.options.threshold), "custom", None)
+        thresholds = block.get("thresholds", {})
+        name = self.options.operating_point or block.get("default_threshold")
         if name not in thresholds:
             raise UsageError(f"operating point {name!r} is not in the bundle (has: {', '.join(thresholds) or 'none'})")
-        return float(thresholds[name]), str(name)
+        return _Calibration(float(thresholds[name]), str(name), block.get("band"))
 
     @property
     def model_sha256(self) -> str:
@@ -158,43 +209,93 @@ class Pipeline:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self.embed(im) for im in images])
 
+    def describe(self, image: ImageInput) -> SignatureFeatures:
+        """Embedding and ink statistics of a cropped signature: what a gallery stores."""
+        canvas = self.prepare(image).canvas
+        return SignatureFeatures(self.embed_canvas(canvas), ink_statistics(canvas))
+
+    def describe_many(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings (N, D) and ink statistics (N, 4) of several cropped signatures."""
+        feats = [self.describe(im) for im in images]
+        return (np.stack([f.embedding for f in feats]) if feats else np.zeros((0, self.dim), np.float32),
+                np.stack([f.ink for f in feats]) if feats else np.zeros((0, 4), np.float32))
+
     def verify(self, query: ImageInput, references: Sequence[ImageInput]) -> VerifyResult:
         """Is ``query`` by the same writer as the ``references``? (1:1 verification)"""
         if isinstance(references, (str, bytes, Path, np.ndarray)):
             references = [references]
         if len(references) == 0:
             raise UsageError("verify needs at least one reference signature")
-        return self.verify_embeddings(self.embed(query), self.embed_many(references))
+        query_f = self.describe(query)
+        refs, ref_ink = self.describe_many(references)
+        return self.verify_embeddings(query_f.embedding, refs, query_f.ink, ref_ink)
 
-    def verify_embeddings(self, query: np.ndarray, references: np.ndarray) -> VerifyResult:
-        """Verification on precomputed embeddings (e.g. references stored in a gallery)."""
+    def verify_embeddings(self, query: np.ndarray, references: np.ndarray, query_ink: np.ndarray | None = None,
+                          reference_ink: np.ndarray | None = None) -> VerifyResult:
+        """Verification on precomputed embeddings (e.g. references stored in a gallery).
+
+        With the ink statistics of the query and of every reference, the bundle's learned
+        scorer (when it states one) makes the score; without them, the fused cosine does, on
+        the cosine's own calibrated thresholds (references enrolled before a gallery kept ink
+        statistics)."""
         references = np.asarray(references, np.float32)
-        sims = cosine_similarities(np.asarray(query, np.float32), references)
-        score = fuse_scores(sims, self.fusion)
+        query = np.asarray(query, np.float32)
+        sims = cosine_similarities(query, references)
+        cosine = fuse_scores(sims, self.fusion)
         agreement = reference_agreement(references)
-        if self.normalisation is not None:
-            score = self.normalisation.apply(score, agreement)
+        if (query_ink is None) != (reference_ink is None):
+            raise UsageError("give the ink statistics of the query and of the references, or neither")
+        if query_ink is not None:
+            query_ink, reference_ink = np.asarray(query_ink, np.float32), np.asarray(reference_ink, np.float32)
+            if query_ink.shape != (len(INK_STATISTICS),) or reference_ink.shape != (len(references), len(INK_STATISTICS)):
+                raise UsageError(f"ink statistics of shape ({len(INK_STATISTICS)},) and ({len(references)}, "
+                                 f"{len(INK_STATISTICS)}) expected, got {query_ink.shape} and {reference_ink.shape}")
+        learned = self.scorer is not None and query_ink is not None
+        if learned:
+            score, calibration = self.scorer.score(query, query_ink, references, reference_ink), self._primary
+        else:
+            score, calibration = cosine, self._cosine_calibration
+            if self.scorer is not None and self.options.threshold is not None:
+                raise UsageError("the custom threshold is on the learned scorer's scale, and these references "
+                                 "have no ink statistics to score with it (re-enrol them, or choose the cosine "
+                                 "scorer)")
+            if calibration is None:
+                raise ModelError("these references have no ink statistics, and the bundle has no thresholds for "
+                                 "the plain cosine (verification.cosine); re-enrol them")
+            if self.normalisation is not None:
+                score = self.normalisation.apply(score, agreement)
         return VerifyResult(
-            score=score,
-            threshold=self.threshold,
-            genuine=score >= self.threshold,
+            score=float(score),
+            threshold=calibration.threshold,
+            genuine=score >= calibration.threshold,
             similarities=tuple(float(s) for s in sims),
             closest_reference=int(np.argmax(sims)),
-            operating_point=self.operating_point,
+            operating_point=calibration.operating_point,
             model_sha256=self.model_sha256,
-            band=self.band(score),
+            band=calibration.decide(score),
             reference_agreement=agreement,
-            writer_normalised=self.normalisation is not None and agreement is not None,
+            writer_normalised=not learned and self.normalisation is not None and agreement is not None,
+            scorer="learned" if learned else "cosine",
+            cosine=float(cosine),
         )
 
+    def threshold_for(self, scorer: str) -> tuple[float, str]:
+        """(threshold, operating point) on the scale of ``scorer`` (a ``VerifyResult.scorer``)."""
+        calibration = self._primary if scorer == "learned" else self._cosine_calibration
+        if calibration is None:
+            raise ModelError("the bundle has no thresholds for the plain cosine (verification.cosine)")
+        return calibration.threshold, calibration.operating_point
+
+    def calibrated_thresholds(self, scorer: str) -> dict[str, float]:
+        """Every calibrated threshold of the manifest on the scale of ``scorer``."""
+        ver = self.bundle.verification
+        block = ver if scorer == "learned" or not ver.get("scorer") else ver.get("cosine", {})
+        return {k: float(v) for k, v in block.get("thresholds", {}).items()}
+
     def band(self, score: float) -> str:
-        """``accept`` / ``refer`` / ``reject`` for a score, by the bundle's calibrated band."""
-        band = self.bundle.verification.get("band")
-        if not band:
-            return "accept" if score >= self.threshold else "reject"
-        if score >= float(band["accept"]):
-            return "accept"
-        return "reject" if score < float(band["reject"]) else "refer"
+        """``accept`` / ``refer`` / ``reject`` for a score on the pipeline's main scale
+        (the learned scorer's where the bundle has one), by the bundle's calibrated band."""
+        return self._primary.decide(score)
 
     # ------------------------------------------------------------------ whole pages
     @property
@@ -232,11 +333,12 @@ class Pipeline:
         found = self.signatures_on_page(page)
         if not found:
             raise NoSignatureError(f"{_name(page)}: no signature found on the page")
-        refs = self.embed_many(references)
+        refs, ref_ink = self.describe_many(references)
         out = []
         for sig in found:
             try:
-                result = self.verify_embeddings(self.embed(sig.crop), refs)
+                f = self.describe(sig.crop)
+                result = self.verify_embeddings(f.embedding, refs, f.ink, ref_ink)
             except NoSignatureError:  # a box with too little ink after cleaning
                 result = None
             out.append(PageSignature(sig.detection, sig.crop, result))

@@ -7,8 +7,10 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Fusion", "WriterNormalisation", "cosine_similarities", "fuse_scores", "l2_normalize",
-           "reference_agreement"]
+from .errors import ModelError, NoSignatureError
+
+__all__ = ["Fusion", "INK_STATISTICS", "LearnedScorer", "WriterNormalisation", "cosine_similarities", "fuse_scores",
+           "ink_statistics", "l2_normalize", "reference_agreement", "reference_features", "scorer_features"]
 
 Fusion = Literal["mean", "max", "top2"]
 
@@ -81,3 +83,137 @@ class WriterNormalisation:
         if agreement is None:
             return float(fused)
         return float(fused - self.strength * (agreement - self.centre))
+
+
+#: What :func:`ink_statistics` measures of a normalised canvas, in order (all logarithms, so
+#: that the distance of two signatures in each is an absolute difference).
+INK_STATISTICS = ("log_aspect", "log_ink_fraction", "log_stroke_width", "log_components")
+
+
+def ink_statistics(canvas: np.ndarray) -> np.ndarray:
+    """Four global shape statistics of a normalised canvas (paper 0, ink 1), float32 (4,).
+
+    The log of the ink's width over its height, of the fraction of the canvas that is ink,
+    of the mean stroke width (ink pixels over edge pixels) and of the number of connected
+    regions (background included). Forgers copy a signature's look slowly and carefully;
+    these change with it (wider or narrower, thicker strokes, more pen lifts) where the
+    embedding, trained on identities, is least sensitive.
+    """
+    import cv2  # the runtime depends on OpenCV anyway; kept local so scoring imports light
+
+    ink = np.asarray(canvas) > 0.05
+    ys, xs = np.nonzero(ink)
+    if len(xs) == 0:  # e.g. hair-thin strokes on a huge crop, averaged away by the downscaling
+        raise NoSignatureError("no ink left on the normalised canvas to measure")
+    mask = ink.astype(np.uint8)
+    regions, _ = cv2.connectedComponents(mask)
+    edges = int(np.count_nonzero(cv2.Canny(mask * 255, 50, 150))) + 1
+    return np.array([np.log((np.ptp(xs) + 1) / (np.ptp(ys) + 1)), np.log(ink.mean()),
+                     np.log(ink.sum() / edges), np.log(regions)], dtype=np.float32)
+
+
+def _pair_features(query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,
+                   ref_ink: np.ndarray) -> np.ndarray:
+    """(N, 1 + S): the cosine and the ink-statistic distances of each query to the
+    references, each averaged over the references."""
+    cos = (query_emb @ ref_emb.T).mean(axis=1, keepdims=True)
+    dist = np.abs(query_ink[:, None, :] - ref_ink[None, :, :]).mean(axis=1)
+    return np.hstack([cos, dist])
+
+
+def reference_features(ref_emb: np.ndarray, ref_ink: np.ndarray) -> np.ndarray | None:
+    """The same features among a writer's references, pair by pair, averaged (None with one)."""
+    n = len(ref_emb)
+    if n < 2:
+        return None
+    i, j = np.triu_indices(n, k=1)
+    cos = np.einsum("pd,pd->p", ref_emb[i], ref_emb[j]).mean()
+    dist = np.abs(ref_ink[i] - ref_ink[j]).mean(axis=0)
+    return np.r_[cos, dist]
+
+
+def scorer_features(query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray, ref_ink: np.ndarray,
+                    own_default: np.ndarray | None = None) -> np.ndarray:
+    """(N, 2 * (1 + S)) features of N queries (rows of ``query_emb``) against one writer's
+    references: what :class:`LearnedScorer` weighs. ``own_default`` stands in for the
+    references' own features when there is only one reference."""
+    q_emb = np.atleast_2d(np.asarray(query_emb, np.float32))
+    q_ink = np.atleast_2d(np.asarray(query_ink, np.float32))
+    r_emb, r_ink = np.atleast_2d(np.asarray(ref_emb, np.float32)), np.atleast_2d(np.asarray(ref_ink, np.float32))
+    pair = _pair_features(q_emb, q_ink, r_emb, r_ink)
+    own = reference_features(r_emb, r_ink)
+    if own is None:
+        if own_default is None:
+            raise ValueError("one reference: the references' own features need a default")
+        own = np.asarray(own_default, dtype=np.float64)
+    return np.hstack([pair, pair - own[None, :]]).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class LearnedScorer:
+    """A writer-independent logistic regression over compact features of a (query, references) trial.
+
+    Features: the mean cosine of the query to the references and the mean distances of some
+    of its :func:`ink_statistics` (``statistics``, names from :data:`INK_STATISTICS`) to
+    theirs; and each of those minus the same quantity among the references themselves (how
+    much further the query is from the references than they are from each other: a
+    per-writer normalisation the regression weighs). The score is the regression's
+    probability that the query is genuine, in [0, 1]. The weights are fitted by
+    ``export/fit_scorer.py`` on the embedder's training writers, then rescaled (one slope and
+    one offset) on validation writers, which the embedder never saw, so that the probability
+    means what it says on new writers (genuine and impostor trials weighed alike); the
+    manifest states them.
+    With one reference, the "among themselves" part is the fit's mean (``own_default``).
+    """
+
+    coef: tuple[float, ...]
+    intercept: float
+    own_default: tuple[float, ...]
+    statistics: tuple[str, ...] = INK_STATISTICS
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.statistics if s not in INK_STATISTICS]
+        if unknown:
+            raise ModelError(f"the scorer uses ink statistics {unknown} this runtime does not measure "
+                             f"(it measures {list(INK_STATISTICS)})")
+        n = 1 + len(self.statistics)
+        if len(self.coef) != 2 * n or len(self.own_default) != n:
+            raise ModelError(f"a scorer over {len(self.statistics)} ink statistics needs {2 * n} weights and {n} "
+                             f"defaults, not {len(self.coef)} and {len(self.own_default)}")
+
+    @classmethod
+    def from_manifest(cls, block: dict | None) -> "LearnedScorer | None":
+        if not block:
+            return None
+        if block.get("kind", "logistic") != "logistic":
+            raise ModelError(f"the manifest's scorer is of kind {block.get('kind')!r}; this runtime knows 'logistic'")
+        try:
+            return cls(coef=tuple(float(c) for c in block["coef"]), intercept=float(block["intercept"]),
+                       own_default=tuple(float(c) for c in block["own_default"]),
+                       statistics=tuple(str(s) for s in block["ink_statistics"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"the manifest's verification.scorer is malformed ({exc!r})") from None
+
+    @property
+    def columns(self) -> list[int]:
+        """Where the scorer's statistics are among :data:`INK_STATISTICS`."""
+        return [INK_STATISTICS.index(s) for s in self.statistics]
+
+    def decision_many(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,
+                      ref_ink: np.ndarray) -> np.ndarray:
+        """The regression's linear decision (log-odds) for each of N queries against one
+        writer's references (ink statistics: all of :data:`INK_STATISTICS`, as
+        :func:`ink_statistics` gives them)."""
+        cols = self.columns
+        x = scorer_features(query_emb, np.atleast_2d(query_ink)[:, cols], ref_emb, np.atleast_2d(ref_ink)[:, cols],
+                            np.asarray(self.own_default))
+        return x @ np.asarray(self.coef) + self.intercept
+
+    def score_many(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,
+                   ref_ink: np.ndarray) -> np.ndarray:
+        """Genuine probability of each of N queries against one writer's references."""
+        z = self.decision_many(query_emb, query_ink, ref_emb, ref_ink)
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+    def score(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray, ref_ink: np.ndarray) -> float:
+        return float(self.score_many(query_emb, query_ink, ref_emb, ref_ink)[0])

@@ -66,6 +66,16 @@ def make_eval_csv(root: Path, writers: int = 4, genuine: int = 7, forgeries: int
     return out
 
 
+def cosine_verification(ver: dict) -> dict:
+    """A manifest's verification block as a bundle without a learned scorer states it."""
+    if "scorer" not in ver:
+        return dict(ver)
+    cosine = ver["cosine"]
+    return {"fusion": ver.get("fusion", "mean"), "references_calibrated": ver.get("references_calibrated", 5),
+            "thresholds": cosine["thresholds"], "default_threshold": cosine["default_threshold"],
+            "band": cosine["band"]}
+
+
 def normalised_bundle(tmp_path: Path, strength: float = 0.6, centre: float = 0.7) -> Path:
     """A copy of the packaged bundle whose manifest states a per-writer score normalisation
     (as ``python -m export.scoring`` writes it) and an identification threshold."""
@@ -77,7 +87,16 @@ def normalised_bundle(tmp_path: Path, strength: float = 0.6, centre: float = 0.7
     bundle = tmp_path / "normalised-bundle"
     shutil.copytree(default_bundle_dir(), bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["verification"] = cosine_verification(manifest["verification"])
     manifest["verification"]["writer_normalisation"] = {"strength": strength, "centre": centre}
     manifest["identification"] = {"threshold": manifest["verification"]["thresholds"]["far_random_1pct"]}
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     return bundle
+
+
+def assert_only_scoring_changed(before: dict, after: dict) -> None:
+    """A scoring fit rewrites a manifest's verification and identification blocks only:
+    model files, hashes, detection and parity stay as they were."""
+    for key in set(before) | set(after):
+        if key not in ("verification", "identification"):
+            assert after.get(key) == before.get(key), key

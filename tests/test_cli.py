@@ -34,7 +34,8 @@ def test_verify_accepts_and_rejects_with_exit_codes(sigs):
     ok = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_0"]), str(sigs["0_1"])])
     assert ok.exit_code == 0, ok.output
     assert "GENUINE" in ok.output
-    assert "normalised" not in ok.output  # the packaged bundle scores the plain cosine
+    assert "normalised" not in ok.output  # the packaged bundle has no writer normalisation
+    assert "learned scorer's genuine probability" in ok.output  # it has a learned scorer
     rej = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["1_0"]), "--threshold", "0.99999"])
     assert rej.exit_code == 1 and "REJECTED" in rej.output
 
@@ -45,7 +46,26 @@ def test_verify_json(sigs):
     assert set(data) >= {"score", "threshold", "genuine", "decision", "similarities", "model_sha256",
                          "reference_agreement", "writer_normalised"}
     assert data["writer_normalised"] is False and 0 < data["reference_agreement"] <= 1
+    assert data["scorer"] == "learned" and 0 <= data["score"] <= 1 and data["cosine"] > 0
     assert r.exit_code == (0 if data["genuine"] else 1)
+
+
+def test_verify_and_evaluate_with_the_plain_cosine(sigs, tmp_path):
+    args = ["verify", str(sigs["0_0"]), str(sigs["0_1"]), str(sigs["0_2"]), "--json"]
+    learned, cosine = (json.loads(runner.invoke(app, args + extra).output) for extra in ([], ["--scorer", "cosine"]))
+    assert cosine["scorer"] == "cosine" and cosine["score"] == pytest.approx(learned["cosine"])
+    assert cosine["threshold"] != learned["threshold"]  # each on its own calibrated scale
+    bad = runner.invoke(app, args + ["--scorer", "hog"])
+    assert bad.exit_code == 2 and "--scorer must be bundle or cosine" in bad.output
+    labels = make_eval_csv(tmp_path)
+    reports = {s: json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json", "--scorer", s]).output)
+               for s in ("bundle", "cosine")}
+    assert reports["bundle"]["extra"]["scorer"] == "learned" and reports["cosine"]["extra"]["scorer"] == "cosine"
+    assert reports["bundle"]["n_genuine"] == reports["cosine"]["n_genuine"]  # the same draws
+    # another fusion than the bundle's scores cosines: "at the shipped threshold" is the cosine's
+    other = json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json", "--fusion", "max"]).output)
+    assert other["extra"]["scorer"] == "cosine"
+    assert other["extra"]["shipped_threshold"]["value"] == reports["cosine"]["extra"]["shipped_threshold"]["value"]
 
 
 def test_verify_with_a_writer_normalised_bundle_says_so(sigs, tmp_path):
@@ -167,7 +187,8 @@ def test_bench_json():
     r = runner.invoke(app, ["bench", "--repeat", "3", "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
-    assert {"decode", "normalise", "embed_int8", "embed_float32", "score"} <= set(rep["stages"])
+    assert {"decode", "normalise", "embed_int8", "embed_float32", "score", "ink_statistics",
+            "score_learned"} <= set(rep["stages"])
     assert rep["models"]["embedder"]["bytes"] < rep["models"]["embedder_float"]["bytes"]
 
 

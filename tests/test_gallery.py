@@ -262,8 +262,9 @@ def test_real_pipeline_stores_its_embeddings(tmp_path, pipeline, images):
         expected = np.where(norms > 0, expected / np.maximum(norms, 1e-12), expected)
         np.testing.assert_allclose(refs, expected, atol=1e-6)
         res = g.verify("w0", images["query"][0][0])
-        direct = pipeline.verify_embeddings(pipeline.embed(images["query"][0][0]), refs)
-        assert res == direct
+        q, (_, inks) = pipeline.describe(images["query"][0][0]), pipeline.describe_many(images["enrol"][0][:2])
+        direct = pipeline.verify_embeddings(q.embedding, refs, q.ink, inks)
+        assert res == direct and res.scorer == "learned"
         info = g.info()
         assert info.model_sha256 == pipeline.model_sha256 and info.dim == pipeline.dim
 
@@ -415,3 +416,86 @@ def test_no_side_effects_and_no_tensorflow_on_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(__file__))
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------ ink statistics (learned scorer)
+
+def _drop_ink_table(path: Path) -> None:
+    """Make a gallery look like one made before galleries kept ink statistics."""
+    conn = sqlite3.connect(path / "gallery.db")
+    try:
+        conn.execute("DROP TABLE sample_ink")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_gallery_keeps_ink_statistics_for_the_learned_scorer(tmp_path, pipeline, images):
+    with Gallery(tmp_path / "g", pipeline) as g:
+        g.enroll("w0", images["enrol"][0][:3])
+        refs, inks, _ = g._writer_samples("w0")
+        np.testing.assert_allclose(inks, pipeline.describe_many(images["enrol"][0][:3])[1], atol=1e-6)
+        assert g.verify("w0", images["query"][0][0]).scorer == "learned"
+
+
+def test_a_gallery_made_before_ink_statistics_verifies_by_the_cosine(tmp_path, pipeline, images):
+    path = tmp_path / "old"
+    with Gallery(path, pipeline) as g:
+        g._enroll_embeddings("old", pipeline.embed_many(images["enrol"][0][:3]))  # as an older sigedge did
+    _drop_ink_table(path)
+    with Gallery(path, pipeline) as g:
+        old = g.verify("old", images["query"][0][0])
+        assert old.scorer == "cosine" and old.threshold == pipeline.verify_embeddings(
+            pipeline.embed(images["query"][0][0]), g.references("old")).threshold
+        g.enroll("new", images["enrol"][1][:3])  # the table comes back with the first new sample
+        assert g.verify("new", images["query"][1][0]).scorer == "learned"
+        g.enroll("old", images["enrol"][0][3:4])  # some references without statistics: the cosine
+        assert g.verify("old", images["query"][0][0]).scorer == "cosine"
+
+
+def test_reindex_measures_the_ink_statistics_of_kept_crops(tmp_path, pipeline, images):
+    path = tmp_path / "old"
+    with Gallery(path, pipeline, keep_crops=True) as g:
+        g.enroll("w", images["enrol"][2][:3])
+    _drop_ink_table(path)
+    with Gallery(path, pipeline) as g:
+        assert g.verify("w", images["query"][2][0]).scorer == "cosine"
+    assert reindex_gallery(path, pipeline).changed  # same model, but samples without statistics
+    with Gallery(path, pipeline) as g:
+        assert g.verify("w", images["query"][2][0]).scorer == "learned"
+    assert not reindex_gallery(path, pipeline).changed  # now up to date
+
+
+def test_remove_erases_the_ink_statistics(tmp_path, pipeline, images):
+    path = tmp_path / "g"
+    with Gallery(path, pipeline) as g:
+        g.enroll("gone", images["enrol"][3][:2])
+        g.enroll("kept", images["enrol"][4][:2])
+        gone = g._writer_samples("gone")[1]
+        g.save()
+        assert all(np.asarray(v, "<f4").tobytes() in file_bytes(path) for v in gone)
+        g.remove("gone")
+    data = file_bytes(path)
+    assert not any(np.asarray(v, "<f4").tobytes() in data for v in gone)
+    conn = sqlite3.connect(path / "gallery.db")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM sample_ink").fetchone()[0] == 2
+        # an older sigedge, which knows nothing of the table, deletes samples directly: the
+        # statistics go with them (ON DELETE CASCADE), and the foreign key does not stop it
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("DELETE FROM samples")
+        conn.commit()
+        assert conn.execute("SELECT COUNT(*) FROM sample_ink").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_remove_from_a_gallery_made_before_ink_statistics(tmp_path, pipeline, images):
+    path = tmp_path / "old"
+    with Gallery(path, pipeline) as g:
+        g._enroll_embeddings("gone", pipeline.embed_many(images["enrol"][5][:2]))
+        g._enroll_embeddings("kept", pipeline.embed_many(images["enrol"][0][:2]))
+    _drop_ink_table(path)
+    with Gallery(path, pipeline) as g:
+        assert g.remove("gone") == 2
+        assert [w.writer_id for w in g.writers()] == ["kept"]

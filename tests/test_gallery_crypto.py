@@ -114,3 +114,23 @@ def test_parse_key_forms():
     for bad in ("", "00" * 31, "zz" * 32, b"\xff" * 31, 12):
         with pytest.raises(UsageError):
             parse_key(bad)  # type: ignore[arg-type]
+
+
+def test_ink_statistics_are_encrypted_and_erased(tmp_path, pipeline, sigs, key):
+    """With the real pipeline the gallery keeps each sample's ink statistics: sealed like the
+    vectors, and gone with the writer."""
+    path = tmp_path / "g"
+    inks = pipeline.describe_many(sigs[0][:3])[1]
+    with Gallery(path, pipeline, key=key) as g:
+        g.enroll(SECRET_WRITER, sigs[0][:3])
+        g.enroll("other", sigs[1][:3])
+        np.testing.assert_allclose(g._writer_samples(SECRET_WRITER)[1], inks, atol=1e-6)
+        assert g.verify(SECRET_WRITER, sigs[0][3]).scorer == "learned"
+        g.save()
+        data = file_bytes(path)
+        assert not any(np.asarray(v, "<f4").tobytes() in data for v in inks)  # sealed, never plain
+        g.remove(SECRET_WRITER)
+    with Gallery(path, pipeline, key=key) as g:
+        assert g.verify("other", sigs[1][3]).scorer == "learned"
+        conn = g._store.conn
+        assert conn.execute("SELECT COUNT(*) FROM sample_ink").fetchone()[0] == 3

@@ -33,7 +33,7 @@ def test_verify_result_fields(pipeline):
 def test_identical_image_scores_one(pipeline):
     img = synthetic_signature(4, 0)
     r = pipeline.verify(img, [img])
-    assert r.score > 0.999 and r.genuine
+    assert r.cosine > 0.999 and r.genuine and r.band == "accept"
 
 
 def test_threshold_override_and_operating_points():

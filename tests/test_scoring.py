@@ -51,7 +51,7 @@ def test_protocol_scores_apply_the_normalisation_writer_by_writer():
     assert tight[0] < loose[0]  # the tight writer's references agree more: its bar rises more
 
 
-def test_the_packaged_bundle_scores_the_plain_cosine(pipeline):
+def test_the_packaged_bundle_has_no_writer_normalisation(pipeline):
     assert pipeline.normalisation is None  # measured, not shipped: see the model card
 
 
@@ -120,3 +120,169 @@ def test_protocol_scores_take_one_normalisation_per_claimed_writer():
     assert not np.allclose(mixed.genuine[3:], plain.genuine[3:])  # writer b: normalised
     with pytest.raises(KeyError):  # a writer without one is an error, not a silent mix of scales
         protocol_scores(emb, writers, kinds, references=5, seed=0, normalisation={"a": only_b["a"]})
+
+
+# ---------------------------------------------------------------------- the learned scorer
+
+def _canvas(draw) -> np.ndarray:
+    import cv2
+
+    c = np.zeros((128, 256), np.uint8)
+    draw(c, cv2)
+    return (c > 0).astype(np.float32)
+
+
+def test_ink_statistics_measure_shape_stroke_and_pen_lifts():
+    from sigedge.scoring import INK_STATISTICS, ink_statistics
+
+    wide = ink_statistics(_canvas(lambda c, cv2: cv2.line(c, (10, 60), (240, 70), 255, 2)))
+    tall = ink_statistics(_canvas(lambda c, cv2: cv2.line(c, (120, 5), (130, 120), 255, 2)))
+    thick = ink_statistics(_canvas(lambda c, cv2: cv2.line(c, (10, 60), (240, 70), 255, 8)))
+    lifts = ink_statistics(_canvas(lambda c, cv2: [cv2.line(c, (10 + 40 * i, 60), (40 + 40 * i, 70), 255, 2)
+                                                  for i in range(5)]))
+    i = {n: k for k, n in enumerate(INK_STATISTICS)}
+    assert wide.dtype == np.float32 and wide.shape == (len(INK_STATISTICS),)
+    assert wide[i["log_aspect"]] > 2 and tall[i["log_aspect"]] < -1  # log(width / height)
+    assert thick[i["log_stroke_width"]] > wide[i["log_stroke_width"]] + 0.5
+    assert thick[i["log_ink_fraction"]] > wide[i["log_ink_fraction"]]
+    assert lifts[i["log_components"]] == pytest.approx(np.log(6))  # five strokes and the paper
+    from sigedge.errors import NoSignatureError
+
+    with pytest.raises(NoSignatureError):  # a SigedgeError: one line and an exit code, never a traceback
+        ink_statistics(np.zeros((128, 256), np.float32))
+
+
+def _scorer(statistics=("log_aspect",)):
+    from sigedge.scoring import LearnedScorer
+
+    n = 1 + len(statistics)
+    coef = (8.0,) + (-1.0,) * (n - 1) + (4.0,) + (-0.5,) * (n - 1)
+    return LearnedScorer(coef=coef, intercept=-5.0, own_default=(0.9,) + (0.1,) * (n - 1), statistics=statistics)
+
+
+def test_learned_scorer_rises_with_the_cosine_and_falls_with_the_ink_distance():
+    rng = np.random.default_rng(0)
+    refs = np.stack([unit(*rng.normal(size=8)) for _ in range(4)]).astype(np.float32)
+    ref_ink = np.zeros((4, 4), np.float32)
+    scorer = _scorer()
+    close, far = refs.mean(0) / np.linalg.norm(refs.mean(0)), unit(*rng.normal(size=8))
+    ink = np.zeros(4, np.float32)
+    assert scorer.score(close, ink, refs, ref_ink) > scorer.score(far, ink, refs, ref_ink)
+    wider = ink.copy()
+    wider[0] = 1.0  # another aspect ratio: the scorer's statistic
+    assert scorer.score(close, wider, refs, ref_ink) < scorer.score(close, ink, refs, ref_ink)
+    other = ink.copy()
+    other[3] = 1.0  # a statistic this scorer does not use
+    assert scorer.score(close, other, refs, ref_ink) == pytest.approx(scorer.score(close, ink, refs, ref_ink))
+    many = scorer.score_many(np.stack([close, far]), np.stack([ink, wider]), refs, ref_ink)
+    assert many[0] == pytest.approx(scorer.score(close, ink, refs, ref_ink))
+    assert many[1] == pytest.approx(scorer.score(far, wider, refs, ref_ink))
+    assert all(0.0 <= s <= 1.0 for s in many)
+
+
+def test_learned_scorer_with_one_reference_takes_the_fitted_default():
+    from sigedge.scoring import scorer_features
+
+    scorer = _scorer()
+    ref, ink = unit(1, 0, 0)[None].astype(np.float32), np.zeros((1, 4), np.float32)
+    x = scorer_features(ref, ink[:, :1], ref, ink[:, :1], np.array(scorer.own_default))
+    assert x[0].tolist() == pytest.approx([1.0, 0.0, 1.0 - 0.9, 0.0 - 0.1])
+    assert 0.0 < scorer.score(ref[0], ink[0], ref, ink) < 1.0
+    with pytest.raises(ValueError, match="default"):
+        scorer_features(ref, ink, ref, ink)
+
+
+def test_learned_scorer_from_manifest_checks_its_contract():
+    from sigedge.errors import ModelError
+    from sigedge.scoring import LearnedScorer
+
+    s = _scorer()
+    block = {"coef": list(s.coef), "intercept": s.intercept, "own_default": list(s.own_default),
+             "ink_statistics": ["log_aspect"]}
+    assert LearnedScorer.from_manifest(block) == s and LearnedScorer.from_manifest(None) is None
+    with pytest.raises(ModelError, match="does not measure"):
+        LearnedScorer.from_manifest({**block, "ink_statistics": ["log_pressure"]})
+    with pytest.raises(ModelError, match="needs 4 weights"):
+        LearnedScorer.from_manifest({**block, "coef": [1.0, 2.0]})
+    with pytest.raises(ModelError, match="malformed"):
+        LearnedScorer.from_manifest({"coef": [1.0]})
+    with pytest.raises(ModelError, match="knows 'logistic'"):
+        LearnedScorer.from_manifest({**block, "kind": "mlp"})
+
+
+def test_protocol_scores_with_a_scorer_keep_the_draws_of_the_cosine():
+    """The same references are drawn whichever scorer scores: the EERs compare like with like."""
+    rng = np.random.default_rng(3)
+    emb = np.stack([unit(*rng.normal(size=8)) for _ in range(24)]).astype(np.float32)
+    ink = rng.normal(size=(24, 4)).astype(np.float32)
+    writers = [f"w{i // 8}" for i in range(24)]
+    kinds = ["genuine"] * 6 + ["forgery"] * 2
+    kinds = kinds * 3
+    cos = protocol_scores(emb, writers, kinds, references=3, seed=1)
+    learned = protocol_scores(emb, writers, kinds, references=3, seed=1, scorer=_scorer(), ink=ink)
+    assert [len(a) for a in (cos.genuine, cos.skilled, cos.random)] == \
+        [len(a) for a in (learned.genuine, learned.skilled, learned.random)]
+    assert np.all((learned.genuine >= 0) & (learned.genuine <= 1))
+    with pytest.raises(ValueError, match="ink"):
+        protocol_scores(emb, writers, kinds, references=3, scorer=_scorer())
+
+
+def test_pipeline_scores_with_the_bundles_learned_scorer(pipeline):
+    from sigedge import Pipeline, PipelineOptions
+    from sigedge.synth import synthetic_signature
+
+    ver = pipeline.bundle.verification
+    assert pipeline.scorer is not None and pipeline.normalisation is None
+    refs = [synthetic_signature(4, s) for s in range(3)]
+    r = pipeline.verify(synthetic_signature(4, 9), refs)
+    assert r.scorer == "learned" and 0.0 <= r.score <= 1.0
+    assert r.threshold == ver["thresholds"][ver["default_threshold"]] and r.genuine == (r.score >= r.threshold)
+    assert r.cosine == pytest.approx(np.mean(r.similarities), abs=1e-6)
+    # the same on precomputed features; and without ink statistics, the cosine on its own thresholds
+    q, (emb, ink) = pipeline.describe(synthetic_signature(4, 9)), pipeline.describe_many(refs)
+    assert pipeline.verify_embeddings(q.embedding, emb, q.ink, ink) == r
+    plain = pipeline.verify_embeddings(q.embedding, emb)
+    assert plain.scorer == "cosine" and plain.score == pytest.approx(r.cosine)
+    assert plain.threshold == ver["cosine"]["thresholds"][ver["cosine"]["default_threshold"]]
+    cosine = Pipeline(options=PipelineOptions(scorer="cosine")).verify(synthetic_signature(4, 9), refs)
+    assert cosine == plain
+    # a custom threshold is on the learned scale: never silently applied to a cosine
+    custom = Pipeline(options=PipelineOptions(threshold=0.5))
+    assert custom.verify_embeddings(q.embedding, emb, q.ink, ink).threshold == 0.5
+    from sigedge.errors import UsageError
+
+    with pytest.raises(UsageError, match="learned scorer's scale"):
+        custom.verify_embeddings(q.embedding, emb)
+    with pytest.raises(UsageError, match="or neither"):
+        pipeline.verify_embeddings(q.embedding, emb, q.ink)
+    with pytest.raises(UsageError, match="expected"):
+        pipeline.verify_embeddings(q.embedding, emb, q.ink, ink[:2])
+    # the thresholds of each scale, for pictures and reports
+    assert pipeline.threshold_for("cosine") == (plain.threshold, plain.operating_point)
+    assert pipeline.calibrated_thresholds("learned") == ver["thresholds"]
+    assert pipeline.calibrated_thresholds("cosine") == ver["cosine"]["thresholds"]
+
+
+def test_another_fusion_drops_the_learned_scorer(caplog):
+    from sigedge import Pipeline, PipelineOptions
+
+    with caplog.at_level("WARNING"):
+        pipe = Pipeline(options=PipelineOptions(fusion="max"))
+    assert pipe.scorer is None and "nor learned" in caplog.text
+
+
+def test_a_bundle_with_both_a_scorer_and_a_normalisation_is_refused(tmp_path):
+    import json
+    import shutil
+
+    from sigedge import Pipeline
+    from sigedge.bundle import default_bundle_dir
+    from sigedge.errors import ModelError
+
+    bundle = tmp_path / "both"
+    shutil.copytree(default_bundle_dir(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["verification"]["writer_normalisation"] = {"strength": 0.5, "centre": 0.9}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="one of them"):
+        Pipeline(bundle)

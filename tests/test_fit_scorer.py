@@ -1,0 +1,115 @@
+"""The bundle's learned scorer: fitted on training writers, rescaled and calibrated on validation writers."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from export.fit_scorer import STATISTICS, feature_names, fit_bundle, fit_scorer, main
+from sigedge import Gallery, Pipeline
+from sigedge.bundle import default_bundle_dir
+from sigedge.evaluate import protocol_scores
+from sigedge.metrics import equal_error_rate
+from sigedge.scoring import INK_STATISTICS, LearnedScorer
+from tests.helpers import assert_only_scoring_changed
+from tests.test_export_scoring import fake_splits, writers_with_spreads
+
+
+def with_ink(seed: int, n_writers: int = 20):
+    """Embeddings as in test_export_scoring, plus ink statistics in which forgeries are wider."""
+    emb, writers, kinds = writers_with_spreads(seed, 1.0, n_writers=n_writers)
+    rng = np.random.default_rng(seed)
+    base = {w: rng.normal(size=4) for w in set(writers)}
+    ink = np.stack([base[w] + rng.normal(scale=0.05, size=4) + (k == "forgery") * np.array([0.6, 0, 0, 0])
+                    for w, k in zip(writers, kinds)]).astype(np.float32)
+    return emb, ink, writers, kinds
+
+
+def test_fit_scorer_learns_from_the_cosine_and_the_ink():
+    scorer, info = fit_scorer([with_ink(0), with_ink(1)], refs=[5, 5])
+    assert scorer.statistics == STATISTICS and len(scorer.coef) == 2 * (1 + len(STATISTICS))
+    names = feature_names(STATISTICS)
+    weight = dict(zip(names, scorer.coef))
+    assert weight["cosine"] > 0 and weight["log_aspect"] < 0  # forgeries here are wider than the references
+    assert info["trials"] == sum(info["trials_by_kind"].values()) > 0
+    emb, ink, writers, kinds = with_ink(7)
+    learned = protocol_scores(emb, writers, kinds, 5, seed=0, scorer=scorer, ink=ink)
+    cosine = protocol_scores(emb, writers, kinds, 5, seed=0)
+    assert equal_error_rate(learned.genuine, learned.skilled)[0] < equal_error_rate(cosine.genuine, cosine.skilled)[0]
+
+
+def cosine_only_scorer():
+    n = 1 + len(STATISTICS)
+    return LearnedScorer(coef=(10.0,) + (0.0,) * (2 * n - 1), intercept=-8.0, own_default=(0.9,) + (0.1,) * (n - 1),
+                         statistics=STATISTICS)
+
+
+def test_fit_bundle_rewrites_only_the_verification_contract(tmp_path, monkeypatch):
+    import export.fit_scorer as fs
+
+    seen = {}
+
+    def fake_fit(sets, refs, **kwargs):  # the fit itself is tested above; here, what is done with it
+        seen["writers"] = sorted({w for _, _, writers, _ in sets for w in writers})
+        return cosine_only_scorer(), {"trials": 1, "trials_by_kind": {}}
+
+    monkeypatch.setattr(fs, "fit_scorer", fake_fit)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    before = json.loads((bundle / "manifest.json").read_text())
+    splits = fake_splits(tmp_path)
+    ver = fit_bundle(bundle, splits, draws=2)
+    # fitted on the training writers of the collections with skilled forgeries only
+    assert seen["writers"] and all(w.split("-")[0] in ("sigcomp2011_dutch0", "ssbi1") for w in seen["writers"])
+    after = json.loads((bundle / "manifest.json").read_text())
+    assert_only_scoring_changed(before, after)
+    assert after["verification"] == ver
+    block = ver["scorer"]
+    assert block["ink_statistics"] == list(STATISTICS) and block["features"] == feature_names(STATISTICS)
+    assert block["rescaled"]["slope"] > 0  # rescaled on the validation writers: the weights scale with it
+    assert block["coef"][0] == pytest.approx(10.0 * block["rescaled"]["slope"])
+    # one reference stands in for the validation writers' references among themselves, not the fit's
+    assert block["own_default"] != list(cosine_only_scorer().own_default) and 0 < block["own_default"][0] <= 1
+    one = block["one_reference_at_default_threshold"]
+    assert set(one) == {"sigcomp2011_dutch", "ssbi"} and set(one["ssbi"]) == {"cosine", "learned"}
+    assert set(block["validation_eer"]) == {"sigcomp2011_dutch", "ssbi", "cross_media_chinese"}
+    assert all(0.0 <= t <= 1.0 for t in ver["thresholds"].values())  # probabilities
+    assert set(ver["thresholds"]) == set(ver["cosine"]["thresholds"])
+    assert ver["band"]["reject"] <= ver["band"]["accept"]
+    pipe = Pipeline(bundle)  # the hashes still check out and the scorer is in force
+    assert pipe.scorer is not None and pipe.scorer.statistics == STATISTICS
+    cosine_pipe = Pipeline(bundle, options=__import__("sigedge").PipelineOptions(scorer="cosine"))
+    assert cosine_pipe.threshold == ver["cosine"]["thresholds"][ver["cosine"]["default_threshold"]]
+    # identify ranks by the plain cosine: its threshold is the cosine's random FAR 1 %
+    assert after["identification"]["threshold"] == ver["cosine"]["thresholds"]["far_random_1pct"]
+    assert Gallery(tmp_path / "g.gallery", pipe).identify_threshold == after["identification"]["threshold"]
+    # fitting again (the bundle now states a scorer) reads the cosine's own calibration
+    assert fit_bundle(bundle, splits, draws=1, write=False)["cosine"]["thresholds"] == ver["cosine"]["thresholds"]
+
+
+@pytest.mark.parametrize("cosine_weight, aspect_weight, refusal", [
+    (-10.0, 0.0, "do not rank the validation writers' genuines first"),  # backwards: refused at the rescaling
+    (0.5, -20.0, "does worse than the cosine"),  # ranks by a statistic more than by the cosine
+])
+def test_a_scorer_worse_than_the_cosine_is_refused(tmp_path, monkeypatch, caplog, cosine_weight, aspect_weight,
+                                                   refusal):
+    import export.fit_scorer as fs
+
+    n = 1 + len(STATISTICS)
+    coef = (cosine_weight, aspect_weight) + (0.0,) * (2 * n - 2)
+    worse = LearnedScorer(coef=coef, intercept=0.0, own_default=(0.9,) + (0.1,) * (n - 1), statistics=STATISTICS)
+    monkeypatch.setattr(fs, "fit_scorer", lambda sets, refs, **kw: (worse, {"trials": 1}))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    before = (bundle / "manifest.json").read_bytes()
+    assert main(["--bundle", str(bundle), "--splits", str(fake_splits(tmp_path)), "--draws", "1"]) == 1
+    assert refusal in caplog.text
+    assert (bundle / "manifest.json").read_bytes() == before  # nothing written
+
+
+def test_the_packaged_bundle_states_the_fitted_scorer():
+    manifest = json.loads((default_bundle_dir() / "manifest.json").read_text())
+    block = manifest["verification"]["scorer"]
+    assert set(block["ink_statistics"]) <= set(INK_STATISTICS)
+    assert "training writers" in block["fitted_on"] and block["command"].startswith("python -m export.fit_scorer")
