@@ -89,27 +89,38 @@ def jpeg40(img, rng):
 PERTURBATIONS = {"rotate": rotate, "scale": scale, "ink": ink, "background": background, "jpeg40": jpeg40}
 
 
-def describe_all(pipe: Pipeline, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and ink statistics; an image without ink found gets a zero vector (cosine 0
-    to everything, so it is scored as far from every writer) and the mean ink statistics of the
+def describe_variants(pipe: Pipeline, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(embeddings, ink statistics) of the images at each of the pipeline's query rotations
+    (``Pipeline.describe_query``). An image without ink found gets a zero vector (cosine 0 to
+    everything, so it is scored as far from every writer) and the mean ink statistics of the
     images that had ink (a stand-in that favours no particular writer)."""
-    emb, ink, missing = [], [], []
+    n = len(pipe.query_rotations)
+    emb, ink, missing = [[] for _ in range(n)], [[] for _ in range(n)], []
     for i, img in enumerate(images):
         try:
-            f = pipe.describe(img)
-            emb.append(f.embedding)
-            ink.append(f.ink)
+            for a, f in enumerate(pipe.describe_query(img)):
+                emb[a].append(f.embedding)
+                ink[a].append(f.ink)
         except SigedgeError:
-            emb.append(np.zeros(pipe.dim, np.float32))
-            ink.append(None)
+            for a in range(n):
+                emb[a].append(np.zeros(pipe.dim, np.float32))
+                ink[a].append(None)
             missing.append(i)
     if missing:
         log.info("%d image(s) without ink found", len(missing))
-    found = [k for k in ink if k is not None]
-    if not found:
-        raise SystemExit("no image with ink found")
-    filler = np.mean(found, axis=0).astype(np.float32)
-    return np.stack(emb), np.stack([filler if k is None else k for k in ink])
+    out = []
+    for a in range(n):
+        found = [k for k in ink[a] if k is not None]
+        if not found:
+            raise SystemExit("no image with ink found")
+        filler = np.mean(found, axis=0).astype(np.float32)
+        out.append((np.stack(emb[a]), np.stack([filler if k is None else k for k in ink[a]])))
+    return out
+
+
+def describe_all(pipe: Pipeline, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and ink statistics of the upright images (as :func:`describe_variants`)."""
+    return describe_variants(pipe, images)[pipe.query_rotations.index(0.0)]
 
 
 def main(argv=None) -> int:
@@ -121,36 +132,41 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="int8", choices=("int8", "float"))
     ap.add_argument("--deskew", action="store_true",
                     help="turn the normaliser's deskew on (references and queries alike), which the bundle leaves off")
+    ap.add_argument("--query-rotations", default=None,
+                    help="angles (degrees, comma-separated, with 0) every query is also scored at, its best counting "
+                         "(default: the bundle's); references stay upright")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rotations = None if args.query_rotations is None else tuple(float(a) for a in args.query_rotations.split(","))
     rows = list(csv.DictReader(open(args.labels, newline="", encoding="utf-8")))
     writers, kinds = [r["writer"] for r in rows], [r["kind"] for r in rows]
     images = [load_image(args.labels.parent / r["path"]) for r in rows]
-    pipe = Pipeline(args.bundle, PipelineOptions(precision=args.precision))
+    pipe = Pipeline(args.bundle, PipelineOptions(precision=args.precision, query_rotations=rotations))
     if args.deskew:
         pipe.normalize_options = dataclasses.replace(pipe.normalize_options, deskew=True)
-    clean, clean_ink = describe_all(pipe, images)
+    clean_variants = describe_variants(pipe, images)
+    clean, clean_ink = clean_variants[pipe.query_rotations.index(0.0)]  # the references, upright
     scorers = {"results": pipe.scorer, "results_cosine": None} if pipe.scorer is not None else {"results": None}
 
-    def report(query_emb: np.ndarray, query_ink: np.ndarray, scorer) -> dict:
+    def report(variants: list, scorer) -> dict:
         # The protocol draws the same references with the same seed; only queries change.
-        scores = protocol_scores(clean, writers, kinds, args.refs, seed=args.seed, query_embeddings=query_emb,
-                                 scorer=scorer, ink=clean_ink, query_ink=query_ink)
+        scores = protocol_scores(clean, writers, kinds, args.refs, seed=args.seed, scorer=scorer, ink=clean_ink,
+                                 query_variants=variants)
         rep = report_from_scores(scores, args.refs)
         return {"eer_skilled": rep.eer_skilled, "eer_random": rep.eer_random}
 
-    results = {key: {"clean": report(clean, clean_ink, s)} for key, s in scorers.items()}
+    results = {key: {"clean": report(clean_variants, s)} for key, s in scorers.items()}
     for k, (name, fn) in enumerate(PERTURBATIONS.items()):
         rng = np.random.default_rng(args.seed + 1000 * (k + 1))
-        perturbed, perturbed_ink = describe_all(pipe, [fn(img, rng) for img in images])
+        perturbed = describe_variants(pipe, [fn(img, rng) for img in images])
         for key, s in scorers.items():
-            r = results[key][name] = report(perturbed, perturbed_ink, s)
+            r = results[key][name] = report(perturbed, s)
             for m in ("eer_skilled", "eer_random"):
                 r[f"delta_{m}_points"] = 100 * (r[m] - results[key]["clean"][m])
             log.info("%s %s: %s", key, name, r)
     out = {"labels": str(args.labels), "references": args.refs, "precision": args.precision, "deskew": args.deskew,
-           "model_sha256": pipe.model_sha256, "scorer": "learned" if pipe.scorer is not None else "cosine", **results}
+           "query_rotations": list(pipe.query_rotations), "model_sha256": pipe.model_sha256, "scorer": "learned" if pipe.scorer is not None else "cosine", **results}
     text = json.dumps(out, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

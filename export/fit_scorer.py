@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.scoring import (EVAL_REFERENCES, FIT_COLLECTIONS, SPLITS, _shown, bundle_arguments, class_weights,
+from export.scoring import (EVAL_REFERENCES, FIT_COLLECTIONS, SPLITS, _shown, bundle_arguments,
                             fit_logistic, read_split, trials)
 from sigedge import Pipeline, PipelineOptions
 from sigedge.errors import SigedgeError, UsageError
@@ -60,11 +60,15 @@ from sigedge.scoring import INK_STATISTICS, LearnedScorer, scorer_features
 log = logging.getLogger("export.fit_scorer")
 #: The ink statistics the shipped scorer uses: the geometric ones. Ink fraction and stroke
 #: width depend on the pen and the medium as much as on the writer; with them the scorer
-#: lost 1.9 points of random EER on the cross-media set (tablet against paper), which the
-#: fit does not see (model card, "Scoring").
+#: lost 1.7 to 4 points of random EER on the cross-media set (tablet against paper), which
+#: the fit does not see (model card, "Scoring"; benchmarks/scorer_variants.py).
 STATISTICS = ("log_aspect", "log_components")
 #: Ridge penalty on standardised features (the benchmark's).
 RIDGE = 1.0
+#: Angles a query is also scored at (its best counts; references stay upright), and the
+#: thresholds calibrated with: none by default. ``--query-rotations -10,0,10`` measures the
+#: search: it rescues turned signatures but costs upright ones skilled EER (model card).
+QUERY_ROTATIONS = (0.0,)
 
 
 def feature_names(statistics: tuple[str, ...]) -> list[str]:
@@ -90,6 +94,28 @@ def describe_rows(pipe: Pipeline, rows: list[tuple[Path, str, str]]
     if not emb:
         raise UsageError("no usable image in the split")
     return np.stack(emb), np.stack(ink), writers, kinds
+
+
+def describe_queries(pipe: Pipeline, rows: list[tuple[Path, str, str]]
+                     ) -> tuple[tuple[np.ndarray, np.ndarray, list[str], list[str]], list]:
+    """As :func:`describe_rows` (the upright images, as references are enrolled), and each
+    image as a query at every one of the pipeline's query rotations: (embeddings, ink) a
+    rotation, the ``query_variants`` of :func:`sigedge.evaluate.protocol_scores`."""
+    described, writers, kinds = [], [], []
+    for path, writer, kind in rows:
+        try:
+            described.append(pipe.describe_query(path))
+        except SigedgeError as exc:
+            log.warning("skipped %s: %s", path, exc)
+            continue
+        writers.append(writer)
+        kinds.append(kind)
+    if not described:
+        raise UsageError("no usable image in the split")
+    upright = pipe.query_rotations.index(0.0)
+    variants = [(np.stack([d[a].embedding for d in described]), np.stack([d[a].ink for d in described]))
+                for a in range(len(pipe.query_rotations))]
+    return (variants[upright][0], variants[upright][1], writers, kinds), variants
 
 
 def scorer_trials(emb: np.ndarray, ink: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
@@ -133,14 +159,16 @@ class _LogOdds:
         self.score_many = scorer.decision_many
 
 
-def rescale(scorer: LearnedScorer, val: dict[str, tuple[np.ndarray, np.ndarray, list[str], list[str]]]
-            ) -> tuple[LearnedScorer, tuple[float, float]]:
+def rescale(scorer: LearnedScorer, val: dict[str, tuple[np.ndarray, np.ndarray, list[str], list[str]]],
+            variants: dict[str, list] | None = None) -> tuple[LearnedScorer, tuple[float, float]]:
     """The scorer with its log-odds rescaled (slope, offset) to the genuine and skilled trials of
-    reference draw 0 of the ``val`` collections that have skilled forgeries; each collection,
-    and within it each kind, weighs alike."""
+    reference draw 0 of the ``val`` collections that have skilled forgeries, each query scored
+    at its best rotation (``variants``, as :func:`describe_queries` gives them); each
+    collection, and within it each kind, weighs alike."""
     z, kind = [], []
     for coll, (emb, ink, writers, kinds) in val.items():
-        ps = protocol_scores(emb, writers, kinds, EVAL_REFERENCES[coll], seed=0, scorer=_LogOdds(scorer), ink=ink)
+        ps = protocol_scores(emb, writers, kinds, EVAL_REFERENCES[coll], seed=0, scorer=_LogOdds(scorer), ink=ink,
+                             query_variants=(variants or {}).get(coll))
         if not len(ps.skilled):
             continue
         kind.append(np.array(["genuine"] * len(ps.genuine) + ["skilled"] * len(ps.skilled)))
@@ -161,21 +189,26 @@ def rescale(scorer: LearnedScorer, val: dict[str, tuple[np.ndarray, np.ndarray, 
 
 def collection_weights(kinds: list[np.ndarray]) -> np.ndarray:
     """Trial weights for several collections' trials, concatenated: within a collection,
-    :func:`export.scoring.class_weights` (genuine trials weigh as much as the impostors); each
-    collection's total the same, whatever its number of trials; all of them summing to the
-    number of trials, so that the ridge penalty keeps its strength."""
+    genuine trials weigh as much as the impostors, shared equally by the kinds of impostor it
+    has (skilled and random, or random alone); each collection's total the same, whatever its
+    number of trials; all of them summing to the number of trials, so that the ridge penalty
+    keeps its strength."""
     total = sum(len(k) for k in kinds)
     out = []
     for k in kinds:
-        w = class_weights(k)
-        out.append(w / w.sum() * total / len(kinds))
+        impostor_kinds = [c for c in ("skilled", "random") if (k == c).any()]
+        w = np.where(k == "genuine", 0.5 / max((k == "genuine").sum(), 1), 0.0)
+        for c in impostor_kinds:
+            w[k == c] = 0.5 / len(impostor_kinds) / (k == c).sum()
+        out.append(w * total / len(kinds))
     return np.concatenate(out)
 
 
 def validation_own_features(scorer: LearnedScorer, val: dict) -> tuple[float, ...]:
     """The mean of the references' own features (cosine and statistic distances among a
-    writer's references) over the validation writers of the collections with skilled
-    forgeries, 5 references, draw 0: what a single reference stands in for. The embedder's
+    writer's references) over the trials of the validation writers of the collections with
+    skilled forgeries, 5 references, draw 0 (a mean over trials, so writers with more trials
+    weigh more): what a single reference stands in for. The embedder's
     training writers' own references agree more closely than a new writer's."""
     own = []
     for coll in FIT_COLLECTIONS:
@@ -187,11 +220,12 @@ def validation_own_features(scorer: LearnedScorer, val: dict) -> tuple[float, ..
 
 
 def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, draws: int = 10,
-               command: str = "python -m export.fit_scorer") -> dict:
+               command: str = "python -m export.fit_scorer",
+               query_rotations: tuple[float, ...] = QUERY_ROTATIONS) -> dict:
     """Fit, report and (with ``write``) rewrite the bundle's verification block."""
     from export.export_embedder import calibrate, decision_band
 
-    pipe = Pipeline(bundle, PipelineOptions(precision="int8", scorer="cosine"))
+    pipe = Pipeline(bundle, PipelineOptions(precision="int8", scorer="cosine", query_rotations=query_rotations))
     if pipe.fusion != "mean":
         raise UsageError(f"the scorer averages over the references; this bundle fuses by {pipe.fusion!r}")
     if pipe.bundle.verification.get("writer_normalisation"):
@@ -201,22 +235,31 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
     names = feature_names(scorer.statistics)
     log.info("scorer fitted on %d trials: weights %s, intercept %.3f", info["trials"],
              {n: round(c, 3) for n, c in zip(names, scorer.coef)}, scorer.intercept)
-    val = {c: describe_rows(pipe, read_split(splits / f"{c}_val.csv")) for c in EVAL_REFERENCES}
+    val, variants = {}, {}
+    for c in EVAL_REFERENCES:
+        val[c], variants[c] = describe_queries(pipe, read_split(splits / f"{c}_val.csv"))
     scorer = replace(scorer, own_default=validation_own_features(scorer, val))
-    scorer, platt = rescale(scorer, val)
+    scorer, platt = rescale(scorer, val, variants)
     log.info("rescaled on the validation writers: log-odds x %.3f %+.3f", *platt)
-    report, learned_scores, cosine_scores = {}, {}, {}
+    report, learned_scores, cosine_scores, upright_scores = {}, {}, {}, {}
     for coll, refs in EVAL_REFERENCES.items():
         emb, ink, writers, kinds = val[coll]
         entry = {}
-        for name, s in (("cosine", None), ("learned", scorer)):
-            d = over_draws(emb, writers, kinds, refs, 0, draws, "mean", scorer=s, ink=ink)
+        # "cosine" and "learned" score as verification does (each query at its best rotation,
+        # where there are several); "cosine_upright" and "learned_upright" the query as it is
+        runs = [("cosine", None, variants[coll]), ("learned", scorer, variants[coll])]
+        if len(pipe.query_rotations) > 1:
+            runs += [("cosine_upright", None, None), ("learned_upright", scorer, None)]
+        for name, s, v in runs:
+            d = over_draws(emb, writers, kinds, refs, 0, draws, "mean", scorer=s, ink=ink, query_variants=v)
             entry[name] = {"eer_skilled": d["eer_skilled_per_draw"][0] if d["eer_skilled_per_draw"] else None,
                            "eer_random": d["eer_random_per_draw"][0],
                            "eer_skilled_mean_of_draws": d["eer_skilled_mean"],
                            "eer_random_mean_of_draws": d["eer_random_mean"]}
-            (learned_scores if s is not None else cosine_scores)[coll] = protocol_scores(
-                emb, writers, kinds, refs, seed=0, scorer=s, ink=ink)
+        learned_scores[coll] = protocol_scores(emb, writers, kinds, refs, seed=0, scorer=scorer, ink=ink,
+                                               query_variants=variants[coll])
+        cosine_scores[coll] = protocol_scores(emb, writers, kinds, refs, seed=0, query_variants=variants[coll])
+        upright_scores[coll] = protocol_scores(emb, writers, kinds, refs, seed=0)
         report[coll] = entry
         log.info("%s (validation, %d references): %s", coll, refs, entry)
     gain = [report[c]["cosine"][f"eer_{k}_mean_of_draws"] - report[c]["learned"][f"eer_{k}_mean_of_draws"]
@@ -227,7 +270,8 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
                            f"change {100 * float(np.mean(gain)):+.2f} points); the manifest is left alone")
     thresholds, cosine_thresholds = calibrate(learned_scores), calibrate(cosine_scores)
     default = pipe.bundle.verification.get("default_threshold", "eer_skilled")
-    one_reference = {coll: {name: rates_at(val[coll], scorer=s, threshold=t[default], draws=draws)
+    one_reference = {coll: {name: rates_at(val[coll], scorer=s, threshold=t[default], draws=draws,
+                                           variants=variants[coll])
                             for name, s, t in (("cosine", None, cosine_thresholds), ("learned", scorer, thresholds))}
                      for coll in FIT_COLLECTIONS}
     log.info("one reference, at the %s thresholds: %s", default, one_reference)
@@ -236,6 +280,8 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
     ver = manifest.setdefault("verification", {})
     calibrated_on = ("validation writers of " + ", ".join(EVAL_REFERENCES) + f" in {_shown(splits)} (writer-disjoint "
                      "from training), reference draw 0")
+    if len(pipe.query_rotations) > 1:
+        calibrated_on += f", each query at its best of the rotations {list(pipe.query_rotations)}"
     ver.update({
         "scorer": {
             "kind": "logistic", "features": names, "ink_statistics": list(scorer.statistics),
@@ -255,13 +301,15 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
         "thresholds": thresholds,
         "band": decision_band(thresholds),
         "default_threshold": default,
+        "query_rotations": list(pipe.query_rotations),
         "calibrated_on": calibrated_on,
         "cosine": {"thresholds": cosine_thresholds, "band": decision_band(cosine_thresholds),
                    "default_threshold": default, "calibrated_on": calibrated_on,
                    "use": "references without ink statistics (galleries enrolled before them), --scorer cosine"},
     })
     manifest.setdefault("identification", {}).update({
-        "threshold": cosine_thresholds["far_random_1pct"], "score": "fused cosine",
+        # identify turns no query: its threshold comes from the upright cosine
+        "threshold": calibrate(upright_scores)["far_random_1pct"], "score": "fused cosine, query upright",
         "chosen_by": "random FAR 1 % on the validation writers of " + ", ".join(EVAL_REFERENCES)})
     if write:
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -269,22 +317,32 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
     return ver
 
 
-def rates_at(described: tuple, scorer: LearnedScorer | None, threshold: float, draws: int, refs: int = 1) -> dict:
+def rates_at(described: tuple, scorer: LearnedScorer | None, threshold: float, draws: int, refs: int = 1,
+             variants: list | None = None) -> dict:
     """FRR and skilled / random FAR at ``threshold`` with ``refs`` references, mean of ``draws``
     draws: the thresholds are calibrated with 5 references; this shows how they hold with one."""
     emb, ink, writers, kinds = described
-    runs = [protocol_scores(emb, writers, kinds, refs, seed=d, scorer=scorer, ink=ink) for d in range(draws)]
+    runs = [protocol_scores(emb, writers, kinds, refs, seed=d, scorer=scorer, ink=ink, query_variants=variants)
+            for d in range(draws)]
     return {"frr": float(np.mean([np.mean(r.genuine < threshold) for r in runs])),
             "far_skilled": float(np.mean([np.mean(r.skilled >= threshold) for r in runs])),
             "far_random": float(np.mean([np.mean(r.random >= threshold) for r in runs])), "references": refs}
 
 
 def main(argv=None) -> int:
-    args = bundle_arguments(__doc__).parse_args(argv)
+    ap = bundle_arguments(__doc__)
+    ap.add_argument("--query-rotations", default="0", help="angles (degrees, comma-separated, with 0) a query is "
+                    "also scored at, its best counting; the thresholds are calibrated so (default: 0, none)")
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = " ".join(["python -m export.fit_scorer", *(sys.argv[1:] if argv is None else argv)])
     try:
-        ver = fit_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws, command=command)
+        try:
+            rotations = tuple(float(a) for a in args.query_rotations.split(","))
+        except ValueError:
+            raise UsageError(f"--query-rotations: comma-separated angles, not {args.query_rotations!r}") from None
+        ver = fit_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws, command=command,
+                         query_rotations=rotations)
     except SigedgeError as exc:  # a refused fit or bad input: one line, no traceback
         log.error("%s", exc)
         return 2 if isinstance(exc, UsageError) else 1

@@ -11,13 +11,13 @@ the bundle's learned scorer over the cosine and the ink statistics
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .metrics import auc, equal_error_rate, frr_at_far
-from .scoring import Fusion, LearnedScorer, WriterNormalisation, fuse_scores, reference_agreement
+from .scoring import Fusion, LearnedScorer, WriterNormalisation, fuse_many, reference_agreement
 
 __all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores"]
 
@@ -57,20 +57,27 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
                     query_embeddings: np.ndarray | None = None,
                     normalisation: WriterNormalisation | Mapping[str, WriterNormalisation] | None = None,
                     scorer: LearnedScorer | None = None, ink: np.ndarray | None = None,
-                    query_ink: np.ndarray | None = None) -> ProtocolScores:
+                    query_ink: np.ndarray | None = None,
+                    query_variants: Sequence[tuple[np.ndarray, np.ndarray | None]] | None = None) -> ProtocolScores:
     """Scores of the protocol. ``query_embeddings`` (same rows, e.g. of perturbed images)
     are scored against references drawn from ``embeddings``; by default the same.
     ``normalisation`` applies the bundle's per-writer normalisation, as verification does (a
     mapping gives each claimed writer its own, e.g. one fitted without that writer).
     ``scorer`` scores with a learned scorer instead; it needs the ink statistics ``ink`` (and
-    ``query_ink`` with ``query_embeddings``). The reference draws are the same either way."""
+    ``query_ink`` with ``query_embeddings``). The reference draws are the same either way.
+    ``query_variants``: (embeddings, ink statistics) of every row's query described in several
+    ways (e.g. turned by the pipeline's query rotations); a query's score is the best of them,
+    as :meth:`sigedge.Pipeline.verify` scores it. It replaces ``query_embeddings``."""
     emb = np.asarray(embeddings, dtype=np.float32)
     queries = emb if query_embeddings is None else np.asarray(query_embeddings, dtype=np.float32)
+    if query_variants is None:
+        query_variants = [(queries, ink if query_embeddings is None else query_ink)]
+    variants = [(np.asarray(e, dtype=np.float32), None if k is None else np.asarray(k, dtype=np.float32))
+                for e, k in query_variants]
     if scorer is not None:
-        if ink is None or (query_embeddings is not None and query_ink is None):
+        if ink is None or any(k is None for _, k in variants):
             raise ValueError("a learned scorer needs the ink statistics of every image")
         ink = np.asarray(ink, dtype=np.float32)
-        q_ink = ink if query_embeddings is None else np.asarray(query_ink, dtype=np.float32)
     writers_arr = np.asarray(writers)
     kinds_arr = np.asarray(kinds)
     rng = np.random.default_rng(seed)
@@ -86,23 +93,20 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
         randoms = np.concatenate([genuine_idx[o] for o in eligible if o != w] or [np.array([], int)])
         if max_random_per_writer is not None and len(randoms) > max_random_per_writer:
             randoms = rng.choice(randoms, size=max_random_per_writer, replace=False)
-        if scorer is not None:
-            learned = scorer.score_many(queries, q_ink, ref_emb, ink[refs])  # (N,): all at once, the set is small
-            g_scores += list(learned[positives])
-            s_scores += list(learned[skilled])
-            r_scores += list(learned[randoms])
-            continue
-        sims = queries @ ref_emb.T  # (N, R): all at once, the set is small
         norm = normalisation[w] if isinstance(normalisation, Mapping) else normalisation
         agreement = reference_agreement(ref_emb) if norm else None
 
-        def score(q: int) -> float:
-            fused = fuse_scores(sims[q], fusion)
-            return norm.apply(fused, agreement) if norm else fused
+        def scores(q_emb: np.ndarray, q_ink: np.ndarray | None) -> np.ndarray:
+            """Every row's score against this writer: (N,), all at once, the set is small."""
+            if scorer is not None:
+                return scorer.score_many(q_emb, q_ink, ref_emb, ink[refs])
+            fused = fuse_many(q_emb @ ref_emb.T, fusion)
+            return np.array([norm.apply(f, agreement) for f in fused]) if norm else fused
 
-        g_scores += [score(q) for q in positives]
-        s_scores += [score(q) for q in skilled]
-        r_scores += [score(q) for q in randoms]
+        best = np.max([scores(e, k) for e, k in variants], axis=0)
+        g_scores += list(best[positives])
+        s_scores += list(best[skilled])
+        r_scores += list(best[randoms])
     return ProtocolScores(np.array(g_scores), np.array(s_scores), np.array(r_scores), len(eligible))
 
 

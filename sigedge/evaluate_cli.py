@@ -41,24 +41,27 @@ def read_labels(labels: Path) -> list[tuple[Path, str, str]]:
 def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, plot: Path | None, as_json: bool,
                    pipeline, draws: int = 1) -> EvaluationReport:
     rows = read_labels(labels)
-    vectors, inks, writers, kinds, failures = [], [], [], [], []
+    described, writers, kinds, failures = [], [], [], []
+    upright = pipeline.query_rotations.index(0.0)  # references are enrolled as they are
     for path, writer, kind in progress(rows, "embedding", not as_json):
         try:
-            features = pipeline.describe(path)
-            vectors.append(features.embedding)
-            inks.append(features.ink)
+            described.append(pipeline.describe_query(path))  # each image at every query rotation
         except SigedgeError as exc:
             failures.append({"path": str(path), "error": str(exc)})
             log.warning("skipped %s: %s", path, exc)
             continue
         writers.append(writer)
         kinds.append(kind)
-    if not vectors:
+    if not described:
         raise UsageError(f"{labels}: no usable image")
+    vectors = [d[upright].embedding for d in described]
+    variants = [(np.stack([d[a].embedding for d in described]), np.stack([d[a].ink for d in described]))
+                for a in range(len(pipeline.query_rotations))]
     # the bundle's normalisation and scorer were fitted and calibrated for its own fusion only
     same_fusion = (fusion or pipeline.fusion) == pipeline.fusion
     scoring = {"normalisation": pipeline.normalisation if same_fusion else None,
-               "scorer": pipeline.scorer if same_fusion else None, "ink": np.stack(inks)}
+               "scorer": pipeline.scorer if same_fusion else None, "ink": variants[upright][1],
+               "query_variants": variants}
     fusion = fusion or pipeline.fusion
     scores = protocol_scores(np.stack(vectors), writers, kinds, references=refs, seed=seed, fusion=fusion,
                              **scoring)
@@ -73,6 +76,7 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
         "precision": pipeline.options.precision,
         "fusion": fusion,
         "scorer": "learned" if scoring["scorer"] is not None else "cosine",
+        "query_rotations": list(pipeline.query_rotations),
         "seed": seed,
         "images": len(rows),
         "skipped": failures,

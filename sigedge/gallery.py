@@ -95,10 +95,11 @@ class Embedder(Protocol):
 
     def verify_embeddings(self, query: np.ndarray, references: np.ndarray) -> VerifyResult: ...
 
-    # Optional: ``describe(image)`` returning an object with ``embedding`` and ``ink`` (as
-    # :meth:`sigedge.Pipeline.describe`). With it, the gallery stores each sample's ink
-    # statistics and verifies with ``verify_embeddings(query, refs, query_ink, reference_ink)``,
-    # so that a bundle's learned scorer can score; without it, by the embeddings alone.
+    # Optional, as :class:`sigedge.Pipeline` has them: ``describe(image)`` (an object with
+    # ``embedding`` and ``ink``), with which the gallery stores each sample's ink statistics;
+    # ``describe_query(image)`` and ``verify_features(queries, refs, reference_ink)``, with
+    # which it verifies a query at the pipeline's rotations and with its learned scorer.
+    # Without them, by the embeddings alone.
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,10 @@ class ReindexResult:
     model_sha256: str
     changed: bool
     seconds: float
+    #: with the model unchanged: samples whose ink statistics were measured from their kept
+    #: image (enrolled before galleries kept them), and those left without (no kept image)
+    ink_measured: int = 0
+    ink_missing: int = 0
 
 
 def _iso(t: float) -> str:
@@ -933,6 +938,39 @@ class Gallery:
                                    f"{len(INK_STATISTICS)}")
         return vectors, inks, ref
 
+    def _measure_missing_ink_locked(self) -> tuple[int, int]:
+        """Ink statistics for the samples without them that kept their image; (measured, left)."""
+        with self._store.read() as conn:
+            if has_table(conn, "sample_ink"):
+                rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
+                                    "LEFT JOIN sample_ink i ON i.sample_id = s.id WHERE i.sample_id IS NULL "
+                                    "ORDER BY s.id").fetchall()
+            else:
+                rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
+                                    "ORDER BY s.id").fetchall()
+        measured = []
+        for sid, row, data in rows:
+            if data is None:
+                continue
+            try:
+                ink = self.pipeline.describe(self._open_blob(data, b"sigedge/crop|%d" % row)).ink
+            except SigedgeError as exc:
+                raise GalleryError(f"{self.path}: cannot measure stored sample {sid}: {exc}") from exc
+            measured.append((sid, self._seal(np.asarray(ink, "<f4").tobytes(), b"sigedge/ink|%d" % row)))
+        if measured:
+            with self._store.write() as conn:
+                conn.execute(INK_TABLE)
+                conn.executemany("INSERT OR REPLACE INTO sample_ink(sample_id, data) VALUES (?, ?)", measured)
+                if self.options.audit:
+                    self._audit_in_txn(conn, {"event": "reindex", "model_sha256": self.pipeline.model_sha256,
+                                              "samples": len(measured), "decision": "ink statistics measured"})
+            self._flush_audit()
+        left = len(rows) - len(measured)
+        if left:
+            log.warning("%s: %d sample(s) have no kept image to measure their ink statistics from: their writers "
+                        "are verified by the cosine alone until re-enrolled", self.path, left)
+        return len(measured), left
+
     @staticmethod
     def _samples_without_ink(conn) -> int:
         if not has_table(conn, "sample_ink"):
@@ -950,15 +988,14 @@ class Gallery:
         self._check_open()
         writer_id = _check_writer_id(writer_id)
         refs, inks, ref = self._writer_samples(writer_id)
-        describe = getattr(self.pipeline, "describe", None)
-        if describe is not None and inks is not None:
-            q = describe(image)
-            result = self.pipeline.verify_embeddings(np.asarray(q.embedding, np.float32), refs, q.ink, inks)
-        else:  # references enrolled without ink statistics: the embeddings alone
-            if getattr(self.pipeline, "scorer", None) is not None:
+        describe_query = getattr(self.pipeline, "describe_query", None)
+        if describe_query is not None:  # sigedge.Pipeline: the query at its rotations
+            if inks is None and getattr(self.pipeline, "scorer", None) is not None:
                 log.warning("this writer's references were enrolled without ink statistics: scored by the cosine "
-                            "alone, not the bundle's learned scorer (sigedge reindex --force measures them where "
-                            "the images were kept; otherwise re-enrol)")
+                            "alone, not the bundle's learned scorer (sigedge reindex measures them where the images "
+                            "were kept; otherwise re-enrol)")
+            result = self.pipeline.verify_features(describe_query(image), refs, inks)
+        else:  # an embedder without ink statistics or rotations: the embeddings alone
             query = np.asarray(self.pipeline.embed(image), dtype=np.float32)
             result = self.pipeline.verify_embeddings(query, refs)
         if self.options.audit and self.options.audit_reads:
@@ -1095,9 +1132,12 @@ class Gallery:
                 rows = conn.execute("SELECT s.id, s.writer, c.kind, c.data FROM samples s "
                                     "LEFT JOIN crops c ON c.sample_id = s.id ORDER BY s.id").fetchall()
                 without_ink = self._samples_without_ink(conn)
-            # samples enrolled before galleries kept ink statistics need re-describing too
-            measures_ink = getattr(self.pipeline, "describe", None) is not None
-            if old == new and int(meta["dim"]) == self._dim and not force and not (measures_ink and without_ink):
+            if old == new and int(meta["dim"]) == self._dim and not force:
+                # the vectors are current; samples enrolled before galleries kept ink
+                # statistics get them from their kept image, where there is one
+                if without_ink and getattr(self.pipeline, "describe", None) is not None:
+                    measured, left = self._measure_missing_ink_locked()
+                    return ReindexResult(len(rows), old, new, measured > 0, time.perf_counter() - t0, measured, left)
                 return ReindexResult(len(rows), old, new, False, time.perf_counter() - t0)
             missing = sum(1 for r in rows if r[3] is None)
             if missing:

@@ -208,7 +208,11 @@ def register(app: typer.Typer) -> None:
             result = reindex_gallery(gallery, _pipeline(bundle, threads, precision), key=key, force=force)
 
             def human() -> None:
-                if result.changed:
+                if result.ink_measured or result.ink_missing:
+                    typer.echo(f"measured the ink statistics of {result.ink_measured} signature(s) enrolled before "
+                               f"galleries kept them; {result.ink_missing} without a kept image (re-enrol those "
+                               f"writers for the learned scorer)")
+                elif result.changed:
                     typer.echo(f"reindexed {result.samples} signature(s): model {result.previous_model_sha256[:12]} "
                                f"-> {result.model_sha256[:12]} ({result.seconds:.1f} s)")
                 else:

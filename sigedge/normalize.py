@@ -38,6 +38,7 @@ __all__ = [
     "deskew",
     "fit_to_canvas",
     "ink_image",
+    "rotate_image",
 ]
 
 
@@ -205,6 +206,19 @@ def fit_to_canvas(ink: np.ndarray, height: int, width: int, margin: float = 0.04
     y0, x0 = (height - new_h) // 2, (width - new_w) // 2
     canvas[y0 : y0 + new_h, x0 : x0 + new_w] = resized
     return canvas
+
+
+def rotate_image(image: np.ndarray, angle: float, fill: int = 255) -> np.ndarray:
+    """``image`` turned by ``angle`` degrees (counter-clockwise), on a canvas grown to hold all
+    of it, the new corners filled with ``fill`` (paper)."""
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(round(h * sin + w * cos)), int(round(h * cos + w * sin))
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    border = (fill,) * (image.shape[2] if image.ndim == 3 else 1)
+    return cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=border)
 
 
 def normalize_signature(image: np.ndarray, options: NormalizeOptions | None = None) -> NormalizedSignature:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -15,7 +15,7 @@ from .detect import DetectOptions, Detection, Detector, crop, rescorer_roles
 from .errors import ModelError, NoSignatureError, UsageError
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
-from .normalize import NormalizedSignature, normalize_signature
+from .normalize import NormalizedSignature, normalize_signature, rotate_image
 from .scoring import (INK_STATISTICS, Fusion, LearnedScorer, WriterNormalisation, cosine_similarities,
                       fuse_scores, ink_statistics, l2_normalize, reference_agreement)
 
@@ -47,6 +47,11 @@ class PipelineOptions:
     #: and ink statistics, see :class:`~sigedge.scoring.LearnedScorer`); ``cosine`` with the
     #: fused cosine alone, on the bundle's cosine thresholds.
     scorer: Literal["bundle", "cosine"] = "bundle"
+    #: Angles (degrees) at which a *query* is also described and scored, its score the best of
+    #: them: a signature written or scanned at a slant still meets its references upright.
+    #: None takes the bundle's (``verification.query_rotations``, which its thresholds are
+    #: calibrated with); ``(0.0,)`` turns the search off. Must hold 0.
+    query_rotations: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ class VerifyResult:
     scorer: str = "cosine"
     #: the fused cosine similarity, whichever scorer made ``score``
     cosine: float = float("nan")
+    #: the angle (degrees) the query was turned by for its best score (see
+    #: ``PipelineOptions.query_rotations``); ``similarities`` and ``cosine`` are at that angle
+    query_rotation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,18 @@ class Pipeline:
                              "(verification.cosine)")
         self._primary = primary
         self.threshold, self.operating_point = primary.threshold, primary.operating_point
+        rotations = self.options.query_rotations
+        #: angles a query is described at (see :attr:`PipelineOptions.query_rotations`)
+        self.query_rotations: tuple[float, ...] = tuple(
+            float(a) for a in (ver.get("query_rotations", [0.0]) if rotations is None else rotations))
+        if 0.0 not in self.query_rotations:
+            raise UsageError(f"query rotations {list(self.query_rotations)} must include 0")
+        calibrated = tuple(float(a) for a in ver.get("query_rotations", [0.0]))
+        if self.query_rotations != calibrated and self.options.threshold is None:
+            # a query's best of several angles scores higher than it would upright, genuine or not
+            log.warning("query rotations %s are not the ones the bundle's thresholds were calibrated with (%s): "
+                        "its calibrated thresholds do not hold for these scores", list(self.query_rotations),
+                        list(calibrated))
         self._detector: Detector | None = None
         log.debug("pipeline: %s (%s), threshold %.4f (%s)", self.embedder_spec.file.name,
                   self._embedder.backend, self.threshold, self.operating_point)
@@ -214,6 +234,19 @@ class Pipeline:
         canvas = self.prepare(image).canvas
         return SignatureFeatures(self.embed_canvas(canvas), ink_statistics(canvas))
 
+    def describe_query(self, image: ImageInput) -> list[SignatureFeatures]:
+        """A query's features at each of :attr:`query_rotations` (cleaned once, then turned and
+        normalised), in that order: what :meth:`verify` scores, keeping the best."""
+        img = load_image(image)
+        if self.options.clean:
+            img = clean_signature(img, self.options.clean_options)
+        out = []
+        for angle in self.query_rotations:
+            turned = img if angle == 0.0 else rotate_image(img, angle)
+            canvas = normalize_signature(turned, self.normalize_options).canvas
+            out.append(SignatureFeatures(self.embed_canvas(canvas), ink_statistics(canvas)))
+        return out
+
     def describe_many(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings (N, D) and ink statistics (N, 4) of several cropped signatures."""
         feats = [self.describe(im) for im in images]
@@ -226,9 +259,20 @@ class Pipeline:
             references = [references]
         if len(references) == 0:
             raise UsageError("verify needs at least one reference signature")
-        query_f = self.describe(query)
         refs, ref_ink = self.describe_many(references)
-        return self.verify_embeddings(query_f.embedding, refs, query_f.ink, ref_ink)
+        return self.verify_features(self.describe_query(query), refs, ref_ink)
+
+    def verify_features(self, queries: Sequence[SignatureFeatures], references: np.ndarray,
+                        reference_ink: np.ndarray | None = None) -> VerifyResult:
+        """Verification of a query described at several angles (:meth:`describe_query`), in
+        the order of :attr:`query_rotations`: the best-scoring angle's result. Without the
+        references' ink statistics, by the cosine alone."""
+        if len(queries) != len(self.query_rotations):
+            raise UsageError(f"expected the query at {len(self.query_rotations)} rotations, got {len(queries)}")
+        results = [self.verify_embeddings(q.embedding, references, None if reference_ink is None else q.ink,
+                                          reference_ink) for q in queries]
+        best = int(np.argmax([r.score for r in results]))
+        return replace(results[best], query_rotation=self.query_rotations[best])
 
     def verify_embeddings(self, query: np.ndarray, references: np.ndarray, query_ink: np.ndarray | None = None,
                           reference_ink: np.ndarray | None = None) -> VerifyResult:
@@ -337,8 +381,7 @@ class Pipeline:
         out = []
         for sig in found:
             try:
-                f = self.describe(sig.crop)
-                result = self.verify_embeddings(f.embedding, refs, f.ink, ref_ink)
+                result = self.verify_features(self.describe_query(sig.crop), refs, ref_ink)
             except NoSignatureError:  # a box with too little ink after cleaning
                 result = None
             out.append(PageSignature(sig.detection, sig.crop, result))

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import ModelError, NoSignatureError
 
-__all__ = ["Fusion", "INK_STATISTICS", "LearnedScorer", "WriterNormalisation", "cosine_similarities", "fuse_scores",
+__all__ = ["Fusion", "INK_STATISTICS", "LearnedScorer", "WriterNormalisation", "cosine_similarities", "fuse_many", "fuse_scores",
            "ink_statistics", "l2_normalize", "reference_agreement", "reference_features", "scorer_features"]
 
 Fusion = Literal["mean", "max", "top2"]
@@ -41,6 +41,18 @@ def fuse_scores(similarities: np.ndarray, fusion: Fusion = "mean") -> float:
         return float(s.max())
     if fusion == "top2":
         return float(np.sort(s)[-2:].mean())
+    raise ValueError(f"unknown fusion {fusion!r}")
+
+
+def fuse_many(similarities: np.ndarray, fusion: Fusion = "mean") -> np.ndarray:
+    """:func:`fuse_scores` of each row of an (N, R) similarity matrix."""
+    s = np.asarray(similarities, dtype=np.float64)
+    if fusion == "mean":
+        return s.mean(axis=1)
+    if fusion == "max":
+        return s.max(axis=1)
+    if fusion == "top2":
+        return np.sort(s, axis=1)[:, -2:].mean(axis=1)
     raise ValueError(f"unknown fusion {fusion!r}")
 
 
@@ -163,7 +175,9 @@ class LearnedScorer:
     one offset) on validation writers, which the embedder never saw, so that the probability
     means what it says on new writers (genuine and impostor trials weighed alike); the
     manifest states them.
-    With one reference, the "among themselves" part is the fit's mean (``own_default``).
+    With one reference, the "among themselves" part is ``own_default``: the validation
+    writers' mean, which ``export/fit_scorer.py`` states (a new writer's references agree
+    less than the embedder's training writers' do).
     """
 
     coef: tuple[float, ...]

@@ -61,6 +61,7 @@ def test_verify_and_evaluate_with_the_plain_cosine(sigs, tmp_path):
     reports = {s: json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json", "--scorer", s]).output)
                for s in ("bundle", "cosine")}
     assert reports["bundle"]["extra"]["scorer"] == "learned" and reports["cosine"]["extra"]["scorer"] == "cosine"
+    assert reports["bundle"]["extra"]["query_rotations"] == [0.0]  # the packaged bundle turns no query
     assert reports["bundle"]["n_genuine"] == reports["cosine"]["n_genuine"]  # the same draws
     # another fusion than the bundle's scores cosines: "at the shipped threshold" is the cosine's
     other = json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json", "--fusion", "max"]).output)

@@ -113,3 +113,29 @@ def test_the_packaged_bundle_states_the_fitted_scorer():
     block = manifest["verification"]["scorer"]
     assert set(block["ink_statistics"]) <= set(INK_STATISTICS)
     assert "training writers" in block["fitted_on"] and block["command"].startswith("python -m export.fit_scorer")
+
+
+def test_collection_weights_balance_kinds_and_collections():
+    from export.fit_scorer import collection_weights
+
+    skilled = np.array(["genuine"] * 4 + ["skilled"] * 2 + ["random"] * 8)
+    random_only = np.array(["genuine"] * 10 + ["random"] * 90)  # a collection without skilled forgeries
+    w = collection_weights([skilled, random_only])
+    a, b = w[:len(skilled)], w[len(skilled):]
+    assert w.sum() == pytest.approx(len(w))  # the ridge penalty keeps its strength
+    assert a.sum() == pytest.approx(b.sum())  # each collection alike, whatever its size
+    assert a[skilled == "genuine"].sum() == pytest.approx(a[skilled != "genuine"].sum())
+    assert a[skilled == "skilled"].sum() == pytest.approx(a[skilled == "random"].sum())
+    assert b[random_only == "genuine"].sum() == pytest.approx(b[random_only == "random"].sum())
+
+
+def test_fit_bundle_with_query_rotations_calibrates_and_reports_them(tmp_path, monkeypatch):
+    import export.fit_scorer as fs
+
+    monkeypatch.setattr(fs, "fit_scorer", lambda sets, refs, **kw: (cosine_only_scorer(), {"trials": 1}))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    ver = fit_bundle(bundle, fake_splits(tmp_path), draws=1, query_rotations=(-10.0, 0.0, 10.0))
+    assert ver["query_rotations"] == [-10.0, 0.0, 10.0] and "best of the rotations" in ver["calibrated_on"]
+    assert set(ver["scorer"]["validation_eer"]["ssbi"]) == {"cosine", "learned", "cosine_upright", "learned_upright"}
+    assert Pipeline(bundle).query_rotations == (-10.0, 0.0, 10.0)  # verification then turns every query

@@ -499,3 +499,35 @@ def test_remove_from_a_gallery_made_before_ink_statistics(tmp_path, pipeline, im
     with Gallery(path, pipeline) as g:
         assert g.remove("gone") == 2
         assert [w.writer_id for w in g.writers()] == ["kept"]
+
+
+def test_reindex_with_the_same_model_measures_ink_only_where_images_were_kept(tmp_path, pipeline, images):
+    """Not an error, and the vectors stay as they are: samples without a kept image stay on the
+    cosine until re-enrolled (said in the result)."""
+    path = tmp_path / "mixed"
+    with Gallery(path, pipeline, keep_crops=True) as g:
+        g.enroll("kept", images["enrol"][2][:2])
+    with Gallery(path, pipeline) as g:  # a second session that keeps no images
+        g._enroll_embeddings("bare", pipeline.embed_many(images["enrol"][3][:2]))
+        vectors = g.references("kept")
+    _drop_ink_table(path)
+    result = reindex_gallery(path, pipeline)
+    assert result.changed and (result.ink_measured, result.ink_missing) == (2, 2)
+    with Gallery(path, pipeline) as g:
+        np.testing.assert_array_equal(g.references("kept"), vectors)
+        assert g.verify("kept", images["query"][2][0]).scorer == "learned"
+        assert g.verify("bare", images["query"][3][0]).scorer == "cosine"
+        assert g.check_audit().ok
+    again = reindex_gallery(path, pipeline)  # nothing more it can measure
+    assert (again.ink_measured, again.ink_missing) == (0, 2) and not again.changed
+
+
+def test_verify_audit_events_say_which_scorer_scored(tmp_path, pipeline, images):
+    import json
+
+    path = tmp_path / "g"
+    with Gallery(path, pipeline, options=GalleryOptions(audit_reads=True)) as g:
+        g.enroll("w", images["enrol"][0][:3])
+        g.verify("w", images["query"][0][0])
+    events = [json.loads(line) for line in (path / "audit.jsonl").read_text().splitlines()]
+    assert [e["scorer"] for e in events if e["event"] == "verify"] == ["learned"]

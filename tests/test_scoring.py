@@ -286,3 +286,53 @@ def test_a_bundle_with_both_a_scorer_and_a_normalisation_is_refused(tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="one of them"):
         Pipeline(bundle)
+
+
+# ---------------------------------------------------------------------- query rotations
+
+def test_rotate_image_keeps_all_of_the_image_on_white():
+    from sigedge.normalize import rotate_image
+
+    img = np.full((40, 100), 255, np.uint8)
+    img[18:22, 5:95] = 0  # a horizontal stroke
+    quarter = rotate_image(img, 90)
+    assert quarter.shape == (100, 40) and (quarter == 0).sum() == (img == 0).sum()  # nothing cut off
+    tilted = rotate_image(img, 10)
+    assert tilted.shape[0] > 40 and tilted[0, 0] == 255 and tilted[-1, -1] == 255  # new corners are paper
+
+
+def test_protocol_scores_keep_each_querys_best_variant():
+    rng = np.random.default_rng(5)
+    emb = np.stack([unit(*rng.normal(size=8)) for _ in range(24)]).astype(np.float32)
+    other = np.stack([unit(*rng.normal(size=8)) for _ in range(24)]).astype(np.float32)
+    writers = [f"w{i // 8}" for i in range(24)]
+    kinds = (["genuine"] * 6 + ["forgery"] * 2) * 3
+    one = protocol_scores(emb, writers, kinds, references=3, seed=2)
+    two = protocol_scores(emb, writers, kinds, references=3, seed=2, query_embeddings=other)
+    best = protocol_scores(emb, writers, kinds, references=3, seed=2, query_variants=[(emb, None), (other, None)])
+    for part in ("genuine", "skilled", "random"):
+        np.testing.assert_allclose(getattr(best, part), np.maximum(getattr(one, part), getattr(two, part)))
+
+
+def test_pipeline_query_rotations_score_the_best_angle(pipeline, caplog):
+    from sigedge import Pipeline, PipelineOptions
+    from sigedge.errors import UsageError
+    from sigedge.normalize import rotate_image
+    from sigedge.synth import synthetic_signature
+
+    assert pipeline.query_rotations == (0.0,)  # the packaged bundle is calibrated upright
+    refs = [synthetic_signature(6, s) for s in range(3)]
+    query = rotate_image(synthetic_signature(6, 7)[..., 0], -10)  # written at a slant
+    with caplog.at_level("WARNING"):
+        turning = Pipeline(options=PipelineOptions(query_rotations=(-10.0, 0.0, 10.0)))
+    assert "not the ones the bundle's thresholds were calibrated with" in caplog.text
+    described = turning.describe_query(query)
+    assert len(described) == 3
+    upright, best = pipeline.verify(query, refs), turning.verify(query, refs)
+    assert best.query_rotation in (-10.0, 0.0, 10.0) and best.score >= upright.score - 1e-9
+    emb, ink = turning.describe_many(refs)
+    assert turning.verify_features(described, emb, ink) == best
+    with pytest.raises(UsageError, match="rotations"):
+        turning.verify_features(described[:1], emb, ink)
+    with pytest.raises(UsageError, match="must include 0"):
+        Pipeline(options=PipelineOptions(query_rotations=(-5.0, 5.0)))
