@@ -60,7 +60,7 @@ from sigedge.scoring import INK_STATISTICS, LearnedScorer, scorer_features
 log = logging.getLogger("export.fit_scorer")
 #: The ink statistics the shipped scorer uses: the geometric ones. Ink fraction and stroke
 #: width depend on the pen and the medium as much as on the writer; with them the scorer
-#: lost 1.7 to 4 points of random EER on the cross-media set (tablet against paper), which
+#: lost 1.7 to 4.4 points of random EER on the cross-media set (tablet against paper), which
 #: the fit does not see (model card, "Scoring"; benchmarks/scorer_variants.py).
 STATISTICS = ("log_aspect", "log_components")
 #: Ridge penalty on standardised features (the benchmark's).

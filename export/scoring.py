@@ -216,7 +216,7 @@ def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = T
     embedder's own training writers."""
     from export.export_embedder import calibrate, decision_band
 
-    pipe = Pipeline(bundle, PipelineOptions(precision="int8", scorer="cosine"))
+    pipe = Pipeline(bundle, PipelineOptions(precision="int8", scorer="cosine", query_rotations=(0.0,)))
     if pipe.fusion != "mean":
         raise UsageError(f"the normalisation is fitted for mean fusion; this bundle fuses by {pipe.fusion!r}")
     fit_pipe = pipe if fit_bundle is None else Pipeline(fit_bundle, PipelineOptions(precision="int8", scorer="cosine"))
@@ -261,9 +261,11 @@ def calibrate_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = T
     manifest_path = pipe.bundle.directory / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     ver = manifest.setdefault("verification", {})
-    # a bundle is calibrated for one scorer: the normalisation replaces a learned scorer
-    for key in ("scorer", "cosine"):
+    # a bundle is calibrated for one scorer: the normalisation replaces a learned scorer (and
+    # its thresholds, calibrated here with every query upright)
+    for key in ("scorer", "cosine", "calibrated_on"):
         ver.pop(key, None)
+    ver["query_rotations"] = [0.0]
     ver.update({
         "thresholds": thresholds,
         "band": decision_band(thresholds),

@@ -995,6 +995,9 @@ class Gallery:
                             "alone, not the bundle's learned scorer (sigedge reindex measures them where the images "
                             "were kept; otherwise re-enrol)")
             result = self.pipeline.verify_features(describe_query(image), refs, inks)
+        elif getattr(self.pipeline, "describe", None) is not None and inks is not None:  # ink, no rotations
+            q = self.pipeline.describe(image)
+            result = self.pipeline.verify_embeddings(np.asarray(q.embedding, np.float32), refs, q.ink, inks)
         else:  # an embedder without ink statistics or rotations: the embeddings alone
             query = np.asarray(self.pipeline.embed(image), dtype=np.float32)
             result = self.pipeline.verify_embeddings(query, refs)

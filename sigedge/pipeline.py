@@ -175,7 +175,7 @@ class Pipeline:
         if 0.0 not in self.query_rotations:
             raise UsageError(f"query rotations {list(self.query_rotations)} must include 0")
         calibrated = tuple(float(a) for a in ver.get("query_rotations", [0.0]))
-        if self.query_rotations != calibrated and self.options.threshold is None:
+        if set(self.query_rotations) != set(calibrated) and self.options.threshold is None:
             # a query's best of several angles scores higher than it would upright, genuine or not
             log.warning("query rotations %s are not the ones the bundle's thresholds were calibrated with (%s): "
                         "its calibrated thresholds do not hold for these scores", list(self.query_rotations),
@@ -240,12 +240,21 @@ class Pipeline:
         img = load_image(image)
         if self.options.clean:
             img = clean_signature(img, self.options.clean_options)
+        upright = self._features(img)
         out = []
         for angle in self.query_rotations:
-            turned = img if angle == 0.0 else rotate_image(img, angle)
-            canvas = normalize_signature(turned, self.normalize_options).canvas
-            out.append(SignatureFeatures(self.embed_canvas(canvas), ink_statistics(canvas)))
+            if angle == 0.0:
+                out.append(upright)
+                continue
+            try:
+                out.append(self._features(rotate_image(img, angle)))
+            except NoSignatureError:  # ink lost to the turn's resampling: the upright one stands in
+                out.append(upright)
         return out
+
+    def _features(self, cleaned: np.ndarray) -> SignatureFeatures:
+        canvas = normalize_signature(cleaned, self.normalize_options).canvas
+        return SignatureFeatures(self.embed_canvas(canvas), ink_statistics(canvas))
 
     def describe_many(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings (N, D) and ink statistics (N, 4) of several cropped signatures."""
@@ -271,7 +280,10 @@ class Pipeline:
             raise UsageError(f"expected the query at {len(self.query_rotations)} rotations, got {len(queries)}")
         results = [self.verify_embeddings(q.embedding, references, None if reference_ink is None else q.ink,
                                           reference_ink) for q in queries]
-        best = int(np.argmax([r.score for r in results]))
+        best = self.query_rotations.index(0.0)  # upright unless a turn scores strictly higher
+        for k, r in enumerate(results):
+            if r.score > results[best].score:
+                best = k
         return replace(results[best], query_rotation=self.query_rotations[best])
 
     def verify_embeddings(self, query: np.ndarray, references: np.ndarray, query_ink: np.ndarray | None = None,

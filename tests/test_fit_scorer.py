@@ -139,3 +139,23 @@ def test_fit_bundle_with_query_rotations_calibrates_and_reports_them(tmp_path, m
     assert ver["query_rotations"] == [-10.0, 0.0, 10.0] and "best of the rotations" in ver["calibrated_on"]
     assert set(ver["scorer"]["validation_eer"]["ssbi"]) == {"cosine", "learned", "cosine_upright", "learned_upright"}
     assert Pipeline(bundle).query_rotations == (-10.0, 0.0, 10.0)  # verification then turns every query
+    # identify turns no query: its threshold comes from the upright cosine, not the rotated one
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    from export.export_embedder import calibrate
+    from export.fit_scorer import describe_rows
+    from export.scoring import EVAL_REFERENCES, read_split
+
+    upright = {}
+    pipe = Pipeline(bundle, __import__("sigedge").PipelineOptions(query_rotations=(0.0,), scorer="cosine"))
+    splits = tmp_path / "splits"
+    for coll, refs in EVAL_REFERENCES.items():
+        emb, _, writers, kinds = describe_rows(pipe, read_split(splits / f"{coll}_val.csv"))
+        upright[coll] = protocol_scores(emb, writers, kinds, refs, seed=0)
+    assert manifest["identification"]["threshold"] == pytest.approx(calibrate(upright)["far_random_1pct"])
+    # the writer normalisation tool, run on this bundle afterwards, calibrates upright and says so
+    from export.scoring import calibrate_bundle
+
+    monkeypatch.setattr("export.scoring.fit_normalisation", lambda sets, **kw: (
+        __import__("sigedge.scoring", fromlist=["x"]).WriterNormalisation(0.4, 0.8), {"trials": 1}))
+    assert calibrate_bundle(bundle, splits, draws=1, fit_part="val")["query_rotations"] == [0.0]
+    assert Pipeline(bundle).query_rotations == (0.0,)

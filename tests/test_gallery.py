@@ -531,3 +531,18 @@ def test_verify_audit_events_say_which_scorer_scored(tmp_path, pipeline, images)
         g.verify("w", images["query"][0][0])
     events = [json.loads(line) for line in (path / "audit.jsonl").read_text().splitlines()]
     assert [e["scorer"] for e in events if e["event"] == "verify"] == ["learned"]
+
+
+def test_an_embedder_with_ink_but_no_rotations_still_scores_with_ink(tmp_path, pipeline, images):
+    """A wrapper that offers describe() but not describe_query(): enrolment keeps the ink
+    statistics, and verification uses them."""
+
+    class DescribeOnly:
+        model_sha256, dim, bundle = pipeline.model_sha256, pipeline.dim, pipeline.bundle
+        embed, describe, verify_embeddings = pipeline.embed, pipeline.describe, pipeline.verify_embeddings
+
+    with Gallery(tmp_path / "g", DescribeOnly()) as g:
+        g.enroll("w", images["enrol"][1][:3])
+        result = g.verify("w", images["query"][1][0])
+    direct = pipeline.verify(images["query"][1][0], images["enrol"][1][:3])
+    assert result.scorer == "learned" and result.score == pytest.approx(direct.score, abs=1e-6)

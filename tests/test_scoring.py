@@ -312,6 +312,14 @@ def test_protocol_scores_keep_each_querys_best_variant():
     best = protocol_scores(emb, writers, kinds, references=3, seed=2, query_variants=[(emb, None), (other, None)])
     for part in ("genuine", "skilled", "random"):
         np.testing.assert_allclose(getattr(best, part), np.maximum(getattr(one, part), getattr(two, part)))
+    # with the learned scorer each variant is scored with its own ink statistics
+    ink, other_ink = rng.normal(size=(24, 4)).astype(np.float32), rng.normal(size=(24, 4)).astype(np.float32)
+    kw = dict(references=3, seed=2, scorer=_scorer(), ink=ink)
+    one = protocol_scores(emb, writers, kinds, **kw)
+    two = protocol_scores(emb, writers, kinds, query_embeddings=other, query_ink=other_ink, **kw)
+    best = protocol_scores(emb, writers, kinds, query_variants=[(emb, ink), (other, other_ink)], **kw)
+    for part in ("genuine", "skilled", "random"):
+        np.testing.assert_allclose(getattr(best, part), np.maximum(getattr(one, part), getattr(two, part)))
 
 
 def test_pipeline_query_rotations_score_the_best_angle(pipeline, caplog):
@@ -328,10 +336,17 @@ def test_pipeline_query_rotations_score_the_best_angle(pipeline, caplog):
     assert "not the ones the bundle's thresholds were calibrated with" in caplog.text
     described = turning.describe_query(query)
     assert len(described) == 3
-    upright, best = pipeline.verify(query, refs), turning.verify(query, refs)
-    assert best.query_rotation in (-10.0, 0.0, 10.0) and best.score >= upright.score - 1e-9
+    np.testing.assert_array_equal(described[1].embedding, turning.describe(query).embedding)  # 0 is upright
     emb, ink = turning.describe_many(refs)
+    per_angle = [turning.verify_embeddings(d.embedding, emb, d.ink, ink).score for d in described]
+    best = turning.verify(query, refs)
+    assert best.score == pytest.approx(max(per_angle))
+    assert best.query_rotation == (-10.0, 0.0, 10.0)[int(np.argmax(per_angle))]
+    assert pipeline.verify(query, refs).score == pytest.approx(per_angle[1])  # the upright pipeline's score
     assert turning.verify_features(described, emb, ink) == best
+    # a tie keeps the upright reading
+    same = [described[1]] * 3
+    assert turning.verify_features(same, emb, ink).query_rotation == 0.0
     with pytest.raises(UsageError, match="rotations"):
         turning.verify_features(described[:1], emb, ink)
     with pytest.raises(UsageError, match="must include 0"):
