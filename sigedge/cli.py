@@ -143,7 +143,8 @@ def _write_explanation(pipe, query: Path, reference: Path, result, out: Path) ->
 
     from .explain import explain_image
 
-    picture = explain_image(pipe.prepare(query).canvas, pipe.prepare(reference).canvas, result,
+    # the query as it was scored: turned by the angle that scored best
+    picture = explain_image(pipe.query_canvas(query, result.query_rotation), pipe.prepare(reference).canvas, result,
                             pipe.calibrated_thresholds(result.scorer))
     if not cv2.imwrite(str(out), picture):
         raise UsageError(f"cannot write {out} (unknown extension or unwritable folder)")

@@ -252,6 +252,14 @@ class Pipeline:
                 out.append(upright)
         return out
 
+    def query_canvas(self, image: ImageInput, angle: float = 0.0) -> np.ndarray:
+        """The canvas a query is scored on when turned by ``angle`` (as :meth:`describe_query`
+        makes it): for pictures of a result whose ``query_rotation`` is not 0."""
+        img = load_image(image)
+        if self.options.clean:
+            img = clean_signature(img, self.options.clean_options)
+        return normalize_signature(img if angle == 0.0 else rotate_image(img, angle), self.normalize_options).canvas
+
     def _features(self, cleaned: np.ndarray) -> SignatureFeatures:
         canvas = normalize_signature(cleaned, self.normalize_options).canvas
         return SignatureFeatures(self.embed_canvas(canvas), ink_statistics(canvas))

@@ -344,6 +344,8 @@ def test_pipeline_query_rotations_score_the_best_angle(pipeline, caplog):
     assert best.query_rotation == (-10.0, 0.0, 10.0)[int(np.argmax(per_angle))]
     assert pipeline.verify(query, refs).score == pytest.approx(per_angle[1])  # the upright pipeline's score
     assert turning.verify_features(described, emb, ink) == best
+    np.testing.assert_array_equal(turning.query_canvas(query, 0.0), turning.prepare(query).canvas)
+    assert not np.array_equal(turning.query_canvas(query, 10.0), turning.prepare(query).canvas)
     # a tie keeps the upright reading
     same = [described[1]] * 3
     assert turning.verify_features(same, emb, ink).query_rotation == 0.0
