@@ -53,7 +53,7 @@ from export.scoring import (EVAL_REFERENCES, FIT_COLLECTIONS, SPLITS, _shown, bu
                             fit_logistic, read_split, trials)
 from sigedge import Pipeline, PipelineOptions
 from sigedge.errors import SigedgeError, UsageError
-from sigedge.evaluate import protocol_scores
+from sigedge.evaluate import protocol_scores, stack_variants
 from sigedge.evaluate_cli import over_draws
 from sigedge.scoring import INK_STATISTICS, LearnedScorer, scorer_features
 
@@ -113,8 +113,7 @@ def describe_queries(pipe: Pipeline, rows: list[tuple[Path, str, str]]
     if not described:
         raise UsageError("no usable image in the split")
     upright = pipe.query_rotations.index(0.0)
-    variants = [(np.stack([d[a].embedding for d in described]), np.stack([d[a].ink for d in described]))
-                for a in range(len(pipe.query_rotations))]
+    variants = stack_variants(described)
     return (variants[upright][0], variants[upright][1], writers, kinds), variants
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from .metrics import auc, equal_error_rate, frr_at_far
 from .scoring import Fusion, LearnedScorer, WriterNormalisation, fuse_many, reference_agreement
 
-__all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores"]
+__all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores", "stack_variants"]
 
 
 @dataclass
@@ -108,6 +108,13 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
         s_scores += list(best[skilled])
         r_scores += list(best[randoms])
     return ProtocolScores(np.array(g_scores), np.array(s_scores), np.array(r_scores), len(eligible))
+
+
+def stack_variants(described: Sequence[Sequence]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``query_variants`` for :func:`protocol_scores` from each image's
+    :meth:`sigedge.Pipeline.describe_query` list: (embeddings, ink statistics) a rotation."""
+    return [(np.stack([d[a].embedding for d in described]), np.stack([d[a].ink for d in described]))
+            for a in range(len(described[0]))]
 
 
 def report_from_scores(ps: ProtocolScores, references: int) -> EvaluationReport:

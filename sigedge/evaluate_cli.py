@@ -11,7 +11,7 @@ import typer
 
 from .cli_common import emit, print_table, progress
 from .errors import SigedgeError, UsageError
-from .evaluate import EvaluationReport, ProtocolScores, protocol_scores, report_from_scores
+from .evaluate import EvaluationReport, ProtocolScores, protocol_scores, report_from_scores, stack_variants
 
 __all__ = ["read_labels", "run_evaluation", "plot_scores"]
 
@@ -55,8 +55,7 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
     if not described:
         raise UsageError(f"{labels}: no usable image")
     vectors = [d[upright].embedding for d in described]
-    variants = [(np.stack([d[a].embedding for d in described]), np.stack([d[a].ink for d in described]))
-                for a in range(len(pipeline.query_rotations))]
+    variants = stack_variants(described)
     # the bundle's normalisation and scorer were fitted and calibrated for its own fusion only
     same_fusion = (fusion or pipeline.fusion) == pipeline.fusion
     scoring = {"normalisation": pipeline.normalisation if same_fusion else None,

@@ -209,10 +209,12 @@ class Pipeline:
 
     def prepare(self, image: ImageInput) -> NormalizedSignature:
         """Load, clean and normalise a cropped signature into the model's canvas."""
+        return normalize_signature(self._cleaned(image), self.normalize_options)
+
+    def _cleaned(self, image: ImageInput) -> np.ndarray:
+        """The loaded image, cleaned when the options say so: what normalisation starts from."""
         img = load_image(image)
-        if self.options.clean:
-            img = clean_signature(img, self.options.clean_options)
-        return normalize_signature(img, self.normalize_options)
+        return clean_signature(img, self.options.clean_options) if self.options.clean else img
 
     def embed_canvas(self, canvas: np.ndarray) -> np.ndarray:
         """Embedding of an already normalised canvas (float32 (H, W) in [0, 1])."""
@@ -231,15 +233,12 @@ class Pipeline:
 
     def describe(self, image: ImageInput) -> SignatureFeatures:
         """Embedding and ink statistics of a cropped signature: what a gallery stores."""
-        canvas = self.prepare(image).canvas
-        return SignatureFeatures(self.embed_canvas(canvas), ink_statistics(canvas))
+        return self._features(self._cleaned(image))
 
     def describe_query(self, image: ImageInput) -> list[SignatureFeatures]:
         """A query's features at each of :attr:`query_rotations` (cleaned once, then turned and
         normalised), in that order: what :meth:`verify` scores, keeping the best."""
-        img = load_image(image)
-        if self.options.clean:
-            img = clean_signature(img, self.options.clean_options)
+        img = self._cleaned(image)
         upright = self._features(img)
         out = []
         for angle in self.query_rotations:
@@ -255,9 +254,7 @@ class Pipeline:
     def query_canvas(self, image: ImageInput, angle: float = 0.0) -> np.ndarray:
         """The canvas a query is scored on when turned by ``angle`` (as :meth:`describe_query`
         makes it): for pictures of a result whose ``query_rotation`` is not 0."""
-        img = load_image(image)
-        if self.options.clean:
-            img = clean_signature(img, self.options.clean_options)
+        img = self._cleaned(image)
         return normalize_signature(img if angle == 0.0 else rotate_image(img, angle), self.normalize_options).canvas
 
     def _features(self, cleaned: np.ndarray) -> SignatureFeatures:
