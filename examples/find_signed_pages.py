@@ -4,7 +4,11 @@
 
 Every page is searched for signatures with the bundled detector; each signature found is
 identified against the gallery (1:N, open set). A page is listed when one of its
-signatures is identified as WRITER. Uses only the public API: ``Pipeline`` and ``Gallery``.
+signatures is identified as WRITER; that signature is then verified 1:1 against WRITER's
+references with the bundle's learned scorer, whose band (accept / refer / reject) says
+whether a person should look before the page is relied on. Identification finds the
+writer among many; verification is the stricter check against skilled forgeries.
+Uses only the public API: ``Pipeline`` and ``Gallery``.
 Exit code 0 when at least one page was found, 1 when none, 2 on a usage error.
 """
 
@@ -33,7 +37,7 @@ def main(argv: list[str]) -> int:
         return 2
     gallery_dir, writer, pages = Path(argv[0]), argv[1], pages_in(argv[2:])
     pipe = Pipeline()
-    hits = 0
+    hits, bands = 0, {"accept": 0, "refer": 0, "reject": 0}
     with Gallery(gallery_dir, pipe, create=False) as gallery:
         for page in pages:
             try:
@@ -44,14 +48,20 @@ def main(argv: list[str]) -> int:
             for sig in signatures:
                 try:
                     matches = gallery.identify(sig.crop, k=1)
+                    named = bool(matches) and matches[0].writer_id == writer
+                    check = gallery.verify(writer, sig.crop) if named else None
                 except (NoSignatureError, InvalidImageError):
                     continue  # a box with no usable ink
-                if matches and matches[0].writer_id == writer:
+                if check is not None:
+                    band = check.band or ("accept" if check.genuine else "reject")
                     x0, y0, x1, y1 = (round(v) for v in sig.detection.box)
-                    print(f"{page}\tsigned by {writer}\tbox {x0},{y0},{x1},{y1}\tscore {matches[0].score:.3f}")
+                    print(f"{page}\tsigned by {writer}\tbox {x0},{y0},{x1},{y1}\tidentify {matches[0].score:.3f}"
+                          f"\tverify {check.score:.3f} {band}")
                     hits += 1
+                    bands[band] += 1
                     break
-    print(f"{hits} of {len(pages)} page(s) signed by {writer}", file=sys.stderr)
+    print(f"{hits} of {len(pages)} page(s) signed by {writer} (verification: "
+          + ", ".join(f"{n} {b}" for b, n in bands.items()) + ")", file=sys.stderr)
     return 0 if hits else 1
 
 
