@@ -326,6 +326,7 @@ class Gallery:
             "format": GALLERY_FORMAT,
             "created": time.time(),
             "model_sha256": self.pipeline.model_sha256,
+            "ink_model_sha256": self.pipeline.model_sha256,
             "model_name": self._bundle_attr("name"),
             "model_version": self._bundle_attr("version"),
             "dim": self._dim,
@@ -762,7 +763,7 @@ class Gallery:
                     row, ref = int(found[0]), str(found[1])
                 ids = []
                 if inks is not None:
-                    conn.execute(INK_TABLE)  # a gallery made before ink statistics gains the table
+                    self._claim_ink_in_txn(conn)
                 for i, v in enumerate(vectors):
                     cur = conn.execute("INSERT INTO samples(writer, generation, enrolled, vector) VALUES (?, ?, ?, ?)",
                                        (row, gen, now, self._seal(v.astype("<f4").tobytes(), b"sigedge/vector|%d" % row)))
@@ -923,7 +924,7 @@ class Gallery:
             if found is None:
                 raise GalleryError(f"no writer {writer_id!r} in the gallery {self.path}")
             row, ref = int(found[0]), str(found[1])
-            if has_table(conn, "sample_ink"):
+            if self._ink_is_current(conn):
                 rows = conn.execute("SELECT s.vector, i.data FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
                                     "WHERE s.writer=? ORDER BY s.id", (row,)).fetchall()
             else:
@@ -941,7 +942,7 @@ class Gallery:
     def _measure_missing_ink_locked(self) -> tuple[int, int]:
         """Ink statistics for the samples without them that kept their image; (measured, left)."""
         with self._store.read() as conn:
-            if has_table(conn, "sample_ink"):
+            if self._ink_is_current(conn):
                 rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
                                     "LEFT JOIN sample_ink i ON i.sample_id = s.id WHERE i.sample_id IS NULL "
                                     "ORDER BY s.id").fetchall()
@@ -959,7 +960,7 @@ class Gallery:
             measured.append((sid, self._seal(np.asarray(ink, "<f4").tobytes(), b"sigedge/ink|%d" % row)))
         if measured:
             with self._store.write() as conn:
-                conn.execute(INK_TABLE)
+                self._claim_ink_in_txn(conn)
                 conn.executemany("INSERT OR REPLACE INTO sample_ink(sample_id, data) VALUES (?, ?)", measured)
                 if self.options.audit:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": self.pipeline.model_sha256,
@@ -971,9 +972,29 @@ class Gallery:
                         "are verified by the cosine alone until re-enrolled", self.path, left)
         return len(measured), left
 
-    @staticmethod
-    def _samples_without_ink(conn) -> int:
+    def _ink_is_current(self, conn) -> bool:
+        """Whether the stored ink statistics were measured for the gallery's model. A sigedge
+        from before the statistics re-embeds a gallery (``reindex``) without touching them;
+        the ``ink_model_sha256`` it leaves behind tells them apart. Galleries from the first
+        version with statistics have no such key: theirs are taken as current."""
         if not has_table(conn, "sample_ink"):
+            return False
+        row = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('model_sha256', 'ink_model_sha256')"))
+        return row.get("ink_model_sha256", row.get("model_sha256")) == row.get("model_sha256")
+
+    def _claim_ink_in_txn(self, conn) -> None:
+        """Before ink statistics are written: create the table where a gallery lacks it, drop
+        statistics left from another model, and record that the rest are this model's."""
+        stale = has_table(conn, "sample_ink") and not self._ink_is_current(conn)
+        conn.execute(INK_TABLE)
+        if stale:
+            dropped = conn.execute("DELETE FROM sample_ink").rowcount
+            log.warning("%s: dropped the ink statistics of %d sample(s) measured for another model", self.path, dropped)
+        Store.set_meta(conn, ink_model_sha256=str(conn.execute(
+            "SELECT value FROM meta WHERE key='model_sha256'").fetchone()[0]))
+
+    def _samples_without_ink(self, conn) -> int:
+        if not self._ink_is_current(conn):
             return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
         return int(conn.execute("SELECT COUNT(*) FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
                                 "WHERE i.sample_id IS NULL").fetchone()[0])
@@ -1171,8 +1192,8 @@ class Gallery:
                 conn.executemany("INSERT INTO sample_ink(sample_id, data) VALUES (?, ?)",
                                  [(r[0], self._seal(k.astype("<f4").tobytes(), b"sigedge/ink|%d" % r[1]))
                                   for k, r in zip(inks, rows)])
-                Store.set_meta(conn, generation=gen, rebuild_generation=gen, model_sha256=new, dim=self._dim,
-                               model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"))
+                Store.set_meta(conn, generation=gen, rebuild_generation=gen, model_sha256=new,
+                               ink_model_sha256=new, dim=self._dim, model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"))
                 if self.options.audit:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": new,
                                               "previous_model_sha256": old, "samples": len(rows),

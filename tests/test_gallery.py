@@ -466,6 +466,39 @@ def test_reindex_measures_the_ink_statistics_of_kept_crops(tmp_path, pipeline, i
     assert not reindex_gallery(path, pipeline).changed  # now up to date
 
 
+def _mark_ink_of_another_model(path: Path) -> None:
+    """As if a sigedge from before the ink statistics had re-embedded the gallery with another
+    model: the statistics stay, measured on the old model's canvases."""
+    conn = sqlite3.connect(path / "gallery.db")
+    try:
+        conn.execute("UPDATE meta SET value='0000another-model' WHERE key='ink_model_sha256'")
+        assert conn.total_changes == 1
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_ink_statistics_of_another_model_are_not_trusted(tmp_path, pipeline, images, caplog):
+    path = tmp_path / "g"
+    with Gallery(path, pipeline, keep_crops=True) as g:
+        g.enroll("w", images["enrol"][2][:3])
+        assert g.verify("w", images["query"][2][0]).scorer == "learned"
+    _mark_ink_of_another_model(path)
+    with Gallery(path, pipeline) as g:
+        assert g._writer_samples("w")[1] is None
+        assert g.verify("w", images["query"][2][0]).scorer == "cosine"
+    assert reindex_gallery(path, pipeline).changed  # measured again from the kept crops
+    with Gallery(path, pipeline) as g:
+        assert g.verify("w", images["query"][2][0]).scorer == "learned"
+
+    _mark_ink_of_another_model(path)
+    with Gallery(path, pipeline) as g, caplog.at_level("WARNING", logger="sigedge.gallery"):
+        g.enroll("new", images["enrol"][3][:2])  # the stale statistics go, the new ones count
+        assert "dropped the ink statistics of 3 sample(s)" in caplog.text
+        assert g.verify("new", images["query"][3][0]).scorer == "learned"
+        assert g.verify("w", images["query"][2][0]).scorer == "cosine"
+
+
 def test_remove_erases_the_ink_statistics(tmp_path, pipeline, images):
     path = tmp_path / "g"
     with Gallery(path, pipeline) as g:
