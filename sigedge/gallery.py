@@ -53,7 +53,7 @@ import numpy as np
 
 from .audit import AUDIT_FILE, GENESIS_HASH, AuditLog, AuditReport, make_line, verify_chain
 from .errors import GalleryError, SigedgeError, UsageError
-from .gallery_store import GALLERY_FORMAT, INK_TABLE, Store, has_table
+from .gallery_store import GALLERY_FORMAT, Store, ensure_ink_schema, has_table
 from .imageio import ImageInput, load_image, read_image_bytes
 from .pipeline import VerifyResult
 from .scoring import INK_STATISTICS, Fusion
@@ -326,7 +326,6 @@ class Gallery:
             "format": GALLERY_FORMAT,
             "created": time.time(),
             "model_sha256": self.pipeline.model_sha256,
-            "ink_model_sha256": self.pipeline.model_sha256,
             "model_name": self._bundle_attr("name"),
             "model_version": self._bundle_attr("version"),
             "dim": self._dim,
@@ -763,7 +762,7 @@ class Gallery:
                     row, ref = int(found[0]), str(found[1])
                 ids = []
                 if inks is not None:
-                    self._claim_ink_in_txn(conn)
+                    ensure_ink_schema(conn)  # a gallery made before ink statistics gains the table
                 for i, v in enumerate(vectors):
                     cur = conn.execute("INSERT INTO samples(writer, generation, enrolled, vector) VALUES (?, ?, ?, ?)",
                                        (row, gen, now, self._seal(v.astype("<f4").tobytes(), b"sigedge/vector|%d" % row)))
@@ -924,7 +923,7 @@ class Gallery:
             if found is None:
                 raise GalleryError(f"no writer {writer_id!r} in the gallery {self.path}")
             row, ref = int(found[0]), str(found[1])
-            if self._ink_is_current(conn):
+            if has_table(conn, "sample_ink"):
                 rows = conn.execute("SELECT s.vector, i.data FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
                                     "WHERE s.writer=? ORDER BY s.id", (row,)).fetchall()
             else:
@@ -942,7 +941,7 @@ class Gallery:
     def _measure_missing_ink_locked(self) -> tuple[int, int]:
         """Ink statistics for the samples without them that kept their image; (measured, left)."""
         with self._store.read() as conn:
-            if self._ink_is_current(conn):
+            if has_table(conn, "sample_ink"):
                 rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
                                     "LEFT JOIN sample_ink i ON i.sample_id = s.id WHERE i.sample_id IS NULL "
                                     "ORDER BY s.id").fetchall()
@@ -960,7 +959,7 @@ class Gallery:
             measured.append((sid, self._seal(np.asarray(ink, "<f4").tobytes(), b"sigedge/ink|%d" % row)))
         if measured:
             with self._store.write() as conn:
-                self._claim_ink_in_txn(conn)
+                ensure_ink_schema(conn)
                 conn.executemany("INSERT OR REPLACE INTO sample_ink(sample_id, data) VALUES (?, ?)", measured)
                 if self.options.audit:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": self.pipeline.model_sha256,
@@ -972,29 +971,9 @@ class Gallery:
                         "are verified by the cosine alone until re-enrolled", self.path, left)
         return len(measured), left
 
-    def _ink_is_current(self, conn) -> bool:
-        """Whether the stored ink statistics were measured for the gallery's model. A sigedge
-        from before the statistics re-embeds a gallery (``reindex``) without touching them;
-        the ``ink_model_sha256`` it leaves behind tells them apart. Galleries from the first
-        version with statistics have no such key: theirs are taken as current."""
+    @staticmethod
+    def _samples_without_ink(conn) -> int:
         if not has_table(conn, "sample_ink"):
-            return False
-        row = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('model_sha256', 'ink_model_sha256')"))
-        return row.get("ink_model_sha256", row.get("model_sha256")) == row.get("model_sha256")
-
-    def _claim_ink_in_txn(self, conn) -> None:
-        """Before ink statistics are written: create the table where a gallery lacks it, drop
-        statistics left from another model, and record that the rest are this model's."""
-        stale = has_table(conn, "sample_ink") and not self._ink_is_current(conn)
-        conn.execute(INK_TABLE)
-        if stale:
-            dropped = conn.execute("DELETE FROM sample_ink").rowcount
-            log.warning("%s: dropped the ink statistics of %d sample(s) measured for another model", self.path, dropped)
-        Store.set_meta(conn, ink_model_sha256=str(conn.execute(
-            "SELECT value FROM meta WHERE key='model_sha256'").fetchone()[0]))
-
-    def _samples_without_ink(self, conn) -> int:
-        if not self._ink_is_current(conn):
             return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
         return int(conn.execute("SELECT COUNT(*) FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
                                 "WHERE i.sample_id IS NULL").fetchone()[0])
@@ -1012,9 +991,10 @@ class Gallery:
         describe_query = getattr(self.pipeline, "describe_query", None)
         if describe_query is not None:  # sigedge.Pipeline: the query at its rotations
             if inks is None and getattr(self.pipeline, "scorer", None) is not None:
-                log.warning("this writer's references were enrolled without ink statistics: scored by the cosine "
-                            "alone, not the bundle's learned scorer (sigedge reindex measures them where the images "
-                            "were kept; otherwise re-enrol)")
+                log.warning("this writer's references have no ink statistics (enrolled before galleries kept them, "
+                            "or re-embedded by a sigedge that did not): scored by the cosine alone, not the bundle's "
+                            "learned scorer (sigedge reindex measures them where the images were kept; otherwise "
+                            "re-enrol)")
             result = self.pipeline.verify_features(describe_query(image), refs, inks)
         elif getattr(self.pipeline, "describe", None) is not None and inks is not None:  # ink, no rotations
             q = self.pipeline.describe(image)
@@ -1187,13 +1167,13 @@ class Gallery:
                 conn.executemany("UPDATE samples SET vector=?, generation=? WHERE id=?",
                                  [(self._seal(v.astype("<f4").tobytes(), b"sigedge/vector|%d" % r[1]), gen, r[0])
                                   for v, r in zip(vectors, rows)])
-                conn.execute(INK_TABLE)
+                ensure_ink_schema(conn)
                 conn.execute("DELETE FROM sample_ink")  # statistics of the old preprocessing go too
                 conn.executemany("INSERT INTO sample_ink(sample_id, data) VALUES (?, ?)",
                                  [(r[0], self._seal(k.astype("<f4").tobytes(), b"sigedge/ink|%d" % r[1]))
                                   for k, r in zip(inks, rows)])
-                Store.set_meta(conn, generation=gen, rebuild_generation=gen, model_sha256=new,
-                               ink_model_sha256=new, dim=self._dim, model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"))
+                Store.set_meta(conn, generation=gen, rebuild_generation=gen, model_sha256=new, dim=self._dim,
+                               model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"))
                 if self.options.audit:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": new,
                                               "previous_model_sha256": old, "samples": len(rows),

@@ -34,7 +34,8 @@ from typing import Any, Iterator
 
 from .errors import GalleryError
 
-__all__ = ["GALLERY_FORMAT", "DB_FILE", "INK_TABLE", "LOCK_FILE", "FileLock", "Store", "fsync_dir", "has_table"]
+__all__ = ["GALLERY_FORMAT", "DB_FILE", "INK_TABLE", "INK_TRIGGER", "LOCK_FILE", "FileLock", "Store", "ensure_ink_schema",
+           "fsync_dir", "has_table"]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,22 @@ CREATE TABLE IF NOT EXISTS sample_ink (
     sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
     data BLOB NOT NULL                      -- float32 LE ink statistics, encrypted when encrypted
 )"""
-_SCHEMA += INK_TABLE + ";"
+# A sample re-embedded (its vector rewritten, e.g. by ``reindex`` to another model) loses its
+# ink statistics: they were measured on the old preprocessing. In the database rather than in
+# the code, so that a sigedge from before the statistics, re-embedding a gallery, drops them
+# too instead of leaving them beside the new vectors. A statement of its own: its body has ";".
+INK_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS sample_ink_follows_vector AFTER UPDATE OF vector ON samples
+BEGIN
+    DELETE FROM sample_ink WHERE sample_id = NEW.id;
+END"""
+
+
+def ensure_ink_schema(conn: sqlite3.Connection) -> None:
+    """The ink statistics table and its trigger, for galleries made before either (in a write
+    transaction)."""
+    conn.execute(INK_TABLE)
+    conn.execute(INK_TRIGGER)
 
 
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -225,6 +241,7 @@ class Store:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     self.conn.execute(stmt)
+            ensure_ink_schema(self.conn)
             self.conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", list(meta.items()))
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:

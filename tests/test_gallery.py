@@ -466,36 +466,44 @@ def test_reindex_measures_the_ink_statistics_of_kept_crops(tmp_path, pipeline, i
     assert not reindex_gallery(path, pipeline).changed  # now up to date
 
 
-def _mark_ink_of_another_model(path: Path) -> None:
-    """As if a sigedge from before the ink statistics had re-embedded the gallery with another
-    model: the statistics stay, measured on the old model's canvases."""
+def _sql(path: Path, *statements: str) -> None:
     conn = sqlite3.connect(path / "gallery.db")
     try:
-        conn.execute("UPDATE meta SET value='0000another-model' WHERE key='ink_model_sha256'")
-        assert conn.total_changes == 1
+        for statement in statements:
+            conn.execute(statement)
         conn.commit()
     finally:
         conn.close()
 
 
-def test_ink_statistics_of_another_model_are_not_trusted(tmp_path, pipeline, images, caplog):
+def test_re_embedding_a_sample_drops_its_ink_statistics(tmp_path, pipeline, images):
+    """A sigedge from before the ink statistics re-embeds a gallery by rewriting the vectors
+    and knows nothing of the statistics: the database's trigger drops them, rather than
+    leaving statistics of the old preprocessing beside the new vectors."""
     path = tmp_path / "g"
     with Gallery(path, pipeline, keep_crops=True) as g:
         g.enroll("w", images["enrol"][2][:3])
+        g.enroll("kept", images["enrol"][3][:2])
         assert g.verify("w", images["query"][2][0]).scorer == "learned"
-    _mark_ink_of_another_model(path)
+    _sql(path, "UPDATE samples SET vector = vector WHERE writer = (SELECT MIN(writer) FROM samples)")
     with Gallery(path, pipeline) as g:
-        assert g._writer_samples("w")[1] is None
-        assert g.verify("w", images["query"][2][0]).scorer == "cosine"
+        assert g._writer_samples("w")[1] is None and g.verify("w", images["query"][2][0]).scorer == "cosine"
+        assert g.verify("kept", images["query"][3][0]).scorer == "learned"  # its statistics stay
     assert reindex_gallery(path, pipeline).changed  # measured again from the kept crops
     with Gallery(path, pipeline) as g:
         assert g.verify("w", images["query"][2][0]).scorer == "learned"
 
-    _mark_ink_of_another_model(path)
-    with Gallery(path, pipeline) as g, caplog.at_level("WARNING", logger="sigedge.gallery"):
-        g.enroll("new", images["enrol"][3][:2])  # the stale statistics go, the new ones count
-        assert "dropped the ink statistics of 3 sample(s)" in caplog.text
-        assert g.verify("new", images["query"][3][0]).scorer == "learned"
+
+def test_a_gallery_without_the_trigger_gains_it(tmp_path, pipeline, images):
+    path = tmp_path / "g"
+    with Gallery(path, pipeline) as g:
+        g.enroll("w", images["enrol"][2][:2])
+    _sql(path, "DROP TRIGGER sample_ink_follows_vector")  # as the first galleries with ink statistics
+    with Gallery(path, pipeline) as g:
+        assert g.verify("w", images["query"][2][0]).scorer == "learned"  # their statistics are kept
+        g.enroll("v", images["enrol"][3][:2])
+    _sql(path, "UPDATE samples SET vector = vector")
+    with Gallery(path, pipeline) as g:
         assert g.verify("w", images["query"][2][0]).scorer == "cosine"
 
 
