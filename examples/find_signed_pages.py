@@ -3,12 +3,13 @@
     python examples/find_signed_pages.py GALLERY WRITER PAGE_OR_FOLDER...
 
 Every page is searched for signatures with the bundled detector; each signature found is
-identified against the gallery (1:N, open set). A page is listed when one of its
-signatures is identified as WRITER; that signature is then verified 1:1 against WRITER's
-references with the bundle's learned scorer, whose band (accept / refer / reject) says
-whether a person should look before the page is relied on. Identification finds the
-writer among many; verification is the stricter check against skilled forgeries.
-Uses only the public API: ``Pipeline`` and ``Gallery``.
+identified against the gallery (1:N, open set). A signature identified as WRITER is then
+verified 1:1 against WRITER's references (with the bundle's learned scorer; by the cosine,
+and said so, for references enrolled without ink statistics). Identification finds the
+writer among many; verification is the stricter check against skilled forgeries. A page is
+listed as signed by WRITER when verification accepts the signature or refers it to a
+person (the band says which); one that verification rejects is listed as rejected and not
+counted. Uses only the public API: ``Pipeline`` and ``Gallery``.
 Exit code 0 when at least one page was found, 1 when none, 2 on a usage error.
 """
 
@@ -55,13 +56,16 @@ def main(argv: list[str]) -> int:
                 if check is not None:
                     band = check.band or ("accept" if check.genuine else "reject")
                     x0, y0, x1, y1 = (round(v) for v in sig.detection.box)
-                    print(f"{page}\tsigned by {writer}\tbox {x0},{y0},{x1},{y1}\tidentify {matches[0].score:.3f}"
-                          f"\tverify {check.score:.3f} {band}")
-                    hits += 1
+                    verdict = f"rejected as {writer}" if band == "reject" else f"signed by {writer}"
+                    scorer = "" if check.scorer == "learned" else f" ({check.scorer})"
+                    print(f"{page}\t{verdict}\tbox {x0},{y0},{x1},{y1}\tidentify {matches[0].score:.3f}"
+                          f"\tverify {check.score:.3f} {band}{scorer}")
+                    hits += band != "reject"
                     bands[band] += 1
-                    break
-    print(f"{hits} of {len(pages)} page(s) signed by {writer} (verification: "
-          + ", ".join(f"{n} {b}" for b, n in bands.items()) + ")", file=sys.stderr)
+                    if band != "reject":
+                        break  # the page is found; a rejected signature leaves its others to look at
+    print(f"{hits} of {len(pages)} page(s) signed by {writer} (verification: {bands['accept']} accept, "
+          f"{bands['refer']} refer; {bands['reject']} identified signature(s) rejected)", file=sys.stderr)
     return 0 if hits else 1
 
 

@@ -34,8 +34,28 @@ def test_find_signed_pages_lists_the_writers_pages_with_a_verification(tmp_path,
         "cheque_e001.jpg", "contract_both.jpg", "letter_e001.jpg"]
     for line in lines:
         verify = line.split("\t")[-1].split()
-        assert verify[0] == "verify" and 0.0 <= float(verify[1]) <= 1.0 and verify[2] in ("accept", "refer", "reject")
+        assert line.split("\t")[1] == "signed by e001"
+        assert verify[0] == "verify" and 0.0 <= float(verify[1]) <= 1.0 and verify[2] in ("accept", "refer")
+        assert len(verify) == 3  # the learned scorer, so no "(cosine)"
     assert "3 of 5 page(s) signed by e001 (verification:" in err
 
     assert find.main([str(gallery_dir), "nobody", str(EXAMPLES / "pages")]) == 1
     assert find.main([str(gallery_dir)]) == 2
+
+
+def test_find_signed_pages_does_not_count_a_signature_verification_rejects(tmp_path, pipeline, capsys, monkeypatch):
+    import dataclasses
+
+    images = EXAMPLES / "images"
+    gallery_dir = tmp_path / "branch.gallery"
+    with Gallery(gallery_dir, pipeline, create=True) as gallery:
+        gallery.enroll("e001", [images / f"e001_n1_{medium}.jpg" for medium in ("paper", "ipad", "phone_a")])
+    real_verify = Gallery.verify
+    monkeypatch.setattr(Gallery, "verify", lambda self, writer, image: dataclasses.replace(
+        real_verify(self, writer, image), band="reject", genuine=False))  # as for a skilled forgery
+    find = load_example("find_signed_pages")
+
+    assert find.main([str(gallery_dir), "e001", str(EXAMPLES / "pages" / "cheque_e001.jpg")]) == 1
+    out, err = capsys.readouterr()
+    assert out.split("\t")[:2] == [str(EXAMPLES / "pages" / "cheque_e001.jpg"), "rejected as e001"]
+    assert "0 of 1 page(s) signed by e001 (verification: 0 accept, 0 refer; 1 identified signature(s) rejected)" in err
