@@ -18,12 +18,17 @@ def load_example(name: str):
     return module
 
 
-def test_find_signed_pages_lists_the_writers_pages_with_a_verification(tmp_path, pipeline, capsys):
-    images = EXAMPLES / "images"
-    gallery_dir = tmp_path / "branch.gallery"
+def enrolled_gallery(gallery_dir: Path, pipeline, writers: tuple[str, ...]) -> Path:
+    """A gallery of the bundled writers, each enrolled from their paper, iPad and phone images."""
     with Gallery(gallery_dir, pipeline, create=True) as gallery:
-        for writer in ("e001", "e006"):
-            gallery.enroll(writer, [images / f"{writer}_n1_{medium}.jpg" for medium in ("paper", "ipad", "phone_a")])
+        for writer in writers:
+            gallery.enroll(writer, [EXAMPLES / "images" / f"{writer}_n1_{medium}.jpg"
+                                    for medium in ("paper", "ipad", "phone_a")])
+    return gallery_dir
+
+
+def test_find_signed_pages_lists_the_writers_pages_with_a_verification(tmp_path, pipeline, capsys):
+    gallery_dir = enrolled_gallery(tmp_path / "branch.gallery", pipeline, ("e001", "e006"))
     find = load_example("find_signed_pages")
 
     assert find.main([str(gallery_dir), "e001", str(EXAMPLES / "pages")]) == 0
@@ -46,10 +51,7 @@ def test_find_signed_pages_lists_the_writers_pages_with_a_verification(tmp_path,
 def test_find_signed_pages_does_not_count_a_signature_verification_rejects(tmp_path, pipeline, capsys, monkeypatch):
     import dataclasses
 
-    images = EXAMPLES / "images"
-    gallery_dir = tmp_path / "branch.gallery"
-    with Gallery(gallery_dir, pipeline, create=True) as gallery:
-        gallery.enroll("e001", [images / f"e001_n1_{medium}.jpg" for medium in ("paper", "ipad", "phone_a")])
+    gallery_dir = enrolled_gallery(tmp_path / "branch.gallery", pipeline, ("e001",))
     real_verify = Gallery.verify
     monkeypatch.setattr(Gallery, "verify", lambda self, writer, image: dataclasses.replace(
         real_verify(self, writer, image), band="reject", genuine=False))  # as for a skilled forgery

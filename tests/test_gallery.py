@@ -420,14 +420,19 @@ def test_no_side_effects_and_no_tensorflow_on_import():
 
 # ------------------------------------------------------------ ink statistics (learned scorer)
 
-def _drop_ink_table(path: Path) -> None:
-    """Make a gallery look like one made before galleries kept ink statistics."""
+def _sql(path: Path, *statements: str) -> None:
     conn = sqlite3.connect(path / "gallery.db")
     try:
-        conn.execute("DROP TABLE sample_ink")
+        for statement in statements:
+            conn.execute(statement)
         conn.commit()
     finally:
         conn.close()
+
+
+def _drop_ink_table(path: Path) -> None:
+    """Make a gallery look like one made before galleries kept ink statistics."""
+    _sql(path, "DROP TABLE sample_ink")
 
 
 def test_gallery_keeps_ink_statistics_for_the_learned_scorer(tmp_path, pipeline, images):
@@ -464,16 +469,6 @@ def test_reindex_measures_the_ink_statistics_of_kept_crops(tmp_path, pipeline, i
     with Gallery(path, pipeline) as g:
         assert g.verify("w", images["query"][2][0]).scorer == "learned"
     assert not reindex_gallery(path, pipeline).changed  # now up to date
-
-
-def _sql(path: Path, *statements: str) -> None:
-    conn = sqlite3.connect(path / "gallery.db")
-    try:
-        for statement in statements:
-            conn.execute(statement)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def test_re_embedding_a_sample_drops_its_ink_statistics(tmp_path, pipeline, images):
