@@ -24,8 +24,9 @@ evaluate`` (seeded references, mean fusion):
   for bundles that state one;
 * ``int8-learned``: the int8 embeddings and the ink statistics scored by the bundle's learned
   scorer (``verification.scorer``, fitted on that fold's training writers by ``python -m
-  export.fit_scorer --bundle B --splits training/splits/foldK``), as the bundle verifies;
-  only for bundles that state one;
+  export.fit_scorer --bundle B --splits training/splits/foldK``), as the bundle verifies:
+  each query also at the bundle's query rotations (``verification.query_rotations``), its
+  best score counting, references upright; only for bundles that state a scorer;
 * ``int8+hog``: an unweighted fusion, the mean of the int8 embedder's and HOG's cosines
   (fixed in advance, not tuned on these writers), to see whether the two are complementary;
 * baselines given as ``--baseline NAME:K=BUNDLE`` (e.g. the float SigNet of
@@ -57,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from hog_baseline import hog  # noqa: E402
-from robustness import describe_all  # noqa: E402
+from robustness import describe_variants  # noqa: E402
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
 from sigedge.clean import clean_signature  # noqa: E402
@@ -108,9 +109,9 @@ def same_name_impostors(writers: list[str]) -> tuple[list[int], list[str], list[
 
 def scores_report(emb: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
                   normalisation: WriterNormalisation | None = None, scorer: LearnedScorer | None = None,
-                  ink: np.ndarray | None = None) -> dict:
+                  ink: np.ndarray | None = None, variants: list | None = None) -> dict:
     rep = report_from_scores(protocol_scores(emb, writers, kinds, refs, seed=seed, normalisation=normalisation,
-                                             scorer=scorer, ink=ink), refs)
+                                             scorer=scorer, ink=ink, query_variants=variants), refs)
     return {"eer_skilled": rep.eer_skilled, "eer_random": rep.eer_random,
             "frr_at_far1_skilled": rep.frr_at_far1_skilled, "frr_at_far1_random": rep.frr_at_far1_random,
             "writers": rep.writers, "n_genuine": rep.n_genuine, "n_skilled": rep.n_skilled, "n_random": rep.n_random}
@@ -162,20 +163,27 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
     norm: WriterNormalisation | None = None  # the bundle's per-writer normalisation, if it states one
     scorer: LearnedScorer | None = None  # the bundle's learned scorer, if it states one
     ink, cm_ink = None, None
+    variants, cm_variants = None, None  # the int8 queries at the bundle's query rotations
     runs = [(precision, bundle, precision) for precision in ("int8", "float")] if bundle is not None else []
     runs += [(name, path, "float") for name, path in (baselines or {}).items()]
     for name, path, precision in runs:
         pipe = Pipeline(path, PipelineOptions(precision=precision))
         out.setdefault("model_sha256", {})[name] = pipe.model_sha256
-        methods[name], sig_ink = describe_all(pipe, images)
-        cm_methods[name], cm_sig_ink = describe_all(pipe, cm_images)
+        upright = pipe.query_rotations.index(0.0)  # references are enrolled upright
+        sig_variants, cm_sig_variants = describe_variants(pipe, images), describe_variants(pipe, cm_images)
+        methods[name], sig_ink = sig_variants[upright]
+        cm_methods[name], cm_sig_ink = cm_sig_variants[upright]
         cost[name] = model_cost(pipe, canvases_for(pipe, images))
         if name == "int8":
             norm, scorer, ink, cm_ink = pipe.normalisation, pipe.scorer, sig_ink, cm_sig_ink
+            out["query_rotations"] = list(pipe.query_rotations)
             if scorer is not None:
+                variants, cm_variants = sig_variants, cm_sig_variants
                 canvases = canvases_for(pipe, images)
-                cost["int8-learned"] = {"model_bytes": cost[name]["model_bytes"], "latency_ms_p50": cost[name][
-                    "latency_ms_p50"] + time_stage(ink_statistics, canvases, LATENCY_REPEAT)["p50_ms"]}
+                # a query is embedded and measured at each of the bundle's rotations
+                cost["int8-learned"] = {"model_bytes": cost[name]["model_bytes"], "latency_ms_p50": len(
+                    pipe.query_rotations) * (cost[name]["latency_ms_p50"] + time_stage(
+                        ink_statistics, canvases, LATENCY_REPEAT)["p50_ms"])}
     cm_methods["hog"] = hog_embeddings(cm_images)
     if bundle is not None:
         for group in (methods, cm_methods):
@@ -196,15 +204,20 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
         for group in (methods, cm_methods):
             group["int8-learned"] = group["int8"]
     learned = {m: (scorer if m == "int8-learned" else None) for m in methods}
-    out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed, normalised.get(m), learned[m], ink)
-                                for m, e in methods.items()}
+    # "int8-learned" scores each query at its best of the bundle's rotations, as verification does
+    queried = {m: (variants if m == "int8-learned" else None) for m in methods}
+    out["sigcomp2011_dutch"] = {m: scores_report(e, writers, kinds, refs, seed, normalised.get(m), learned[m], ink,
+                                                 queried[m]) for m, e in methods.items()}
     cm_refs = 2
     out["cross_media_chinese"] = {}
     for m, e in cm_methods.items():
-        random_only = scores_report(e, cm_ids, cm_kinds, cm_refs, seed, normalised.get(m), learned.get(m), cm_ink)
+        v = cm_variants if m == "int8-learned" else None
+        random_only = scores_report(e, cm_ids, cm_kinds, cm_refs, seed, normalised.get(m), learned.get(m), cm_ink, v)
         same_name = scores_report(np.concatenate([e, e[extra_rows]]), cm_ids + extra_ids, cm_kinds + extra_kinds,
                                   cm_refs, seed, normalised.get(m), learned.get(m),
-                                  None if cm_ink is None else np.concatenate([cm_ink, cm_ink[extra_rows]]))
+                                  None if cm_ink is None else np.concatenate([cm_ink, cm_ink[extra_rows]]),
+                                  None if v is None else [(np.concatenate([a, a[extra_rows]]),
+                                                           np.concatenate([b, b[extra_rows]])) for a, b in v])
         out["cross_media_chinese"][m] = {"eer_random": random_only["eer_random"],
                                          "eer_same_name": same_name["eer_skilled"],
                                          "identities": random_only["writers"], "n_same_name": same_name["n_skilled"]}

@@ -135,8 +135,14 @@ def main(argv=None) -> int:
     ap.add_argument("--query-rotations", default=None,
                     help="angles (degrees, comma-separated, with 0) every query is also scored at, its best counting "
                          "(default: the bundle's); references stay upright")
+    ap.add_argument("--perturbations", default=",".join(PERTURBATIONS),
+                    help="which perturbations, comma-separated (default: all: %(default)s)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    chosen = [n.strip() for n in args.perturbations.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(PERTURBATIONS))
+    if unknown or not chosen:
+        ap.error(f"--perturbations: choose among {', '.join(PERTURBATIONS)} (got {args.perturbations!r})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rotations = None if args.query_rotations is None else tuple(float(a) for a in args.query_rotations.split(","))
     rows = list(csv.DictReader(open(args.labels, newline="", encoding="utf-8")))
@@ -158,7 +164,9 @@ def main(argv=None) -> int:
 
     results = {key: {"clean": report(clean_variants, s)} for key, s in scorers.items()}
     for k, (name, fn) in enumerate(PERTURBATIONS.items()):
-        rng = np.random.default_rng(args.seed + 1000 * (k + 1))
+        if name not in chosen:
+            continue
+        rng = np.random.default_rng(args.seed + 1000 * (k + 1))  # the same draws whichever are chosen
         perturbed = describe_variants(pipe, [fn(img, rng) for img in images])
         for key, s in scorers.items():
             r = results[key][name] = report(perturbed, s)

@@ -38,6 +38,10 @@ PrecisionOpt = typer.Option("int8", "--precision", help="int8 (shipped) or float
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 ScorerOpt = typer.Option("bundle", "--scorer", help="bundle (its learned scorer over the cosine and ink statistics, "
                          "where it has one) or cosine (the fused cosine alone, on its own thresholds).")
+RotationsOpt = typer.Option(None, "--query-rotations",
+                           help="Angles in degrees, comma-separated, with 0 (e.g. -10,0,10), at which the query is "
+                                "also scored, its best counting (default: the bundle's, which its thresholds are "
+                                "calibrated for); 0 turns the search off, a third of the time.")
 
 
 _pipeline = make_pipeline
@@ -62,6 +66,7 @@ def verify(
     explain: Optional[Path] = typer.Option(None, "--explain", help="Write a picture explaining the decision (PNG)."),
     page: bool = typer.Option(False, "--page", help="QUERY is a whole page: detect its signatures, verify each."),
     scorer: str = ScorerOpt,
+    query_rotations: Optional[str] = RotationsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Verify QUERY against REFERENCES (1:1). Exit 0 if accepted as genuine, 1 if rejected.
@@ -74,7 +79,8 @@ def verify(
                 raise UsageError("--page takes reference images (not --gallery/--writer or --explain)")
             if not references:
                 raise UsageError("give at least one reference image")
-            pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer)
+            pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer,
+                             query_rotations=query_rotations)
             accepted = _verify_page(pipe, query, references, as_json)
             raise typer.Exit(0 if accepted else 1)
         if gallery is not None or writer is not None:
@@ -87,12 +93,14 @@ def verify(
             from .gallery_cli import verify_in_gallery
 
             result = verify_in_gallery(gallery, writer, query, bundle=bundle, threads=threads, threshold=threshold,
-                                       operating_point=operating_point, key_file=key_file, scorer=scorer)
+                                       operating_point=operating_point, key_file=key_file, scorer=scorer,
+                                       query_rotations=query_rotations)
             ref_names = [f"{writer}#{i}" for i in range(len(result.similarities))]
         else:
             if not references:
                 raise UsageError("give at least one reference image (or --gallery and --writer)")
-            pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer)
+            pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer,
+                             query_rotations=query_rotations)
             result = pipe.verify(query, references)
             ref_names = [str(r) for r in references]
             if explain is not None:
@@ -110,6 +118,8 @@ def verify(
             if result.reference_agreement is not None and result.writer_normalised:
                 typer.echo(f"score: the similarities' fusion, normalised for how closely the references agree "
                            f"with each other ({result.reference_agreement:.4f})")
+            if result.query_rotation:
+                typer.echo(f"scored with the query turned by {result.query_rotation:+g} degrees (its best angle)")
             print_table(["reference", "similarity"], zip(ref_names, result.similarities))
 
         emit(data, as_json, human)
@@ -223,6 +233,7 @@ def evaluate(
     threads: int = ThreadsOpt,
     precision: str = PrecisionOpt,
     scorer: str = ScorerOpt,
+    query_rotations: Optional[str] = RotationsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Writer-independent verification protocol: EER (skilled, random), FRR at FAR 1 % and 10 %, AUC."""
@@ -230,7 +241,8 @@ def evaluate(
         from .evaluate_cli import run_evaluation
 
         run_evaluation(labels, refs=refs, seed=seed, fusion=fusion, plot=plot, as_json=as_json,
-                       pipeline=_pipeline(bundle, threads, precision, scorer=scorer), draws=draws)
+                       pipeline=_pipeline(bundle, threads, precision, scorer=scorer,
+                                          query_rotations=query_rotations), draws=draws)
 
 
 @app.command()

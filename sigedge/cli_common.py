@@ -28,8 +28,24 @@ T = TypeVar("T")
 INTERNAL_ERROR_EXIT = 7
 
 
+def parse_rotations(text: str | None) -> tuple[float, ...] | None:
+    """``--query-rotations`` ("-10,0,10") as angles; None stays None (the bundle's)."""
+    from .errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        angles = tuple(float(a) for a in text.split(","))
+    except ValueError:
+        raise UsageError(f"--query-rotations: comma-separated angles in degrees, with 0, not {text!r}") from None
+    if not all(-90.0 <= a <= 90.0 for a in angles):
+        raise UsageError(f"--query-rotations: angles between -90 and 90 degrees, not {text!r}")
+    return angles
+
+
 def make_pipeline(bundle: Path | None, threads: int = 1, precision: str = "int8", threshold: float | None = None,
-                  operating_point: str | None = None, clean: bool = True, scorer: str = "bundle"):
+                  operating_point: str | None = None, clean: bool = True, scorer: str = "bundle",
+                  query_rotations: str | None = None):
     """The :class:`~sigedge.pipeline.Pipeline` a command's options describe (checked here, so
     that a bad value is a usage error, exit 2)."""
     from .errors import UsageError
@@ -40,7 +56,8 @@ def make_pipeline(bundle: Path | None, threads: int = 1, precision: str = "int8"
     if scorer not in ("bundle", "cosine"):
         raise UsageError(f"--scorer must be bundle or cosine, not {scorer!r}")
     opts = PipelineOptions(threads=threads, precision=precision, threshold=threshold,  # type: ignore[arg-type]
-                           operating_point=operating_point, clean=clean, scorer=scorer)  # type: ignore[arg-type]
+                           operating_point=operating_point, clean=clean, scorer=scorer,  # type: ignore[arg-type]
+                           query_rotations=parse_rotations(query_rotations))
     return Pipeline(bundle, opts)
 
 

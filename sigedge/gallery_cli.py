@@ -54,7 +54,8 @@ def _name(p: Path | str) -> str:
 def verify_in_gallery(gallery_path: str | os.PathLike, writer: str, query, key: bytes | str | None = None, *,
                       bundle: Optional[Path] = None, threads: int = 1, threshold: Optional[float] = None,
                       operating_point: Optional[str] = None, precision: str = "int8",
-                      key_file: Optional[Path] = None, scorer: str = "bundle") -> VerifyResult:
+                      key_file: Optional[Path] = None, scorer: str = "bundle",
+                      query_rotations: Optional[str] = None) -> VerifyResult:
     """1:1 verification of ``query`` against ``writer``'s references in a gallery.
 
     What ``sigedge verify --gallery G --writer W QUERY`` runs. The key is ``key``, else
@@ -64,7 +65,8 @@ def verify_in_gallery(gallery_path: str | os.PathLike, writer: str, query, key: 
 
     if key is None and key_file is not None:
         key = _key(key_file)
-    pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer)
+    pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer,
+                     query_rotations=query_rotations)
     return _verify(gallery_path, writer, query, key=key, pipeline=pipe)
 
 

@@ -61,7 +61,7 @@ def test_verify_and_evaluate_with_the_plain_cosine(sigs, tmp_path):
     reports = {s: json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json", "--scorer", s]).output)
                for s in ("bundle", "cosine")}
     assert reports["bundle"]["extra"]["scorer"] == "learned" and reports["cosine"]["extra"]["scorer"] == "cosine"
-    assert reports["bundle"]["extra"]["query_rotations"] == [0.0]  # the packaged bundle turns no query
+    assert reports["bundle"]["extra"]["query_rotations"] == [-10.0, 0.0, 10.0]  # the packaged bundle turns queries
     assert reports["bundle"]["n_genuine"] == reports["cosine"]["n_genuine"]  # the same draws
     # another fusion than the bundle's scores cosines: "at the shipped threshold" is the cosine's
     other = json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json", "--fusion", "max"]).output)
@@ -189,8 +189,11 @@ def test_bench_json():
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert {"decode", "normalise", "embed_int8", "embed_float32", "score", "ink_statistics",
-            "score_learned"} <= set(rep["stages"])
+            "score_learned", "describe_upright", "describe_query"} <= set(rep["stages"])
     assert rep["models"]["embedder"]["bytes"] < rep["models"]["embedder_float"]["bytes"]
+    # the packaged bundle turns every query: its end-to-end time counts each angle
+    assert rep["query_rotations"] == [-10.0, 0.0, 10.0] and rep["query_rotations_cost_vs_upright"] > 0
+    assert rep["end_to_end_p50_ms"] > rep["stages"]["describe_query"]["p50_ms"]
 
 
 def test_bench_times_detection_on_given_pages(tmp_path):
@@ -228,3 +231,33 @@ def test_verify_explain_writes_a_picture(sigs, tmp_path):
     assert r.exit_code in (0, 1), r.output
     img = cv2.imread(str(out))
     assert img is not None and img.shape[1] > 3 * 256  # three panels side by side
+
+
+@pytest.mark.parametrize("angle, said", [(-10.0, "scored with the query turned by -10 degrees"), (0.0, None)])
+def test_verify_says_when_a_turned_query_scored(sigs, monkeypatch, angle, said):
+    from dataclasses import replace
+
+    from sigedge import Pipeline
+
+    real = Pipeline.verify
+    monkeypatch.setattr(Pipeline, "verify", lambda self, q, refs: replace(real(self, q, refs), query_rotation=angle))
+    r = runner.invoke(app, ["verify", str(sigs["0_0"]), str(sigs["0_1"])])
+    assert r.exit_code in (0, 1), r.output
+    assert (said in r.output) if said else ("turned" not in r.output)
+
+
+def test_query_rotations_option_turns_the_search_off_or_refuses_nonsense(sigs, tmp_path, caplog):
+    args = ["verify", str(sigs["0_0"]), str(sigs["0_1"]), str(sigs["0_2"]), "--json"]
+    with caplog.at_level("WARNING"):
+        upright = runner.invoke(app, args + ["--query-rotations", "0"])
+    assert upright.exit_code in (0, 1) and "calibrated with" in caplog.text  # the thresholds are the search's
+    searched = json.loads(runner.invoke(app, args).stdout)
+    upright = json.loads(upright.stdout)
+    assert upright["query_rotation"] == 0.0 and upright["score"] <= searched["score"]  # the best angle counts
+    for bad, said in (("5,abc", "comma-separated angles"), ("5", "must include 0"), ("0,120", "between -90 and 90")):
+        r = runner.invoke(app, args + ["--query-rotations", bad])
+        assert r.exit_code == 2 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+    labels = make_eval_csv(tmp_path)
+    report = json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json",
+                                            "--query-rotations", "0"]).stdout)
+    assert report["extra"]["query_rotations"] == [0.0]

@@ -59,7 +59,7 @@ def test_fit_bundle_rewrites_only_the_verification_contract(tmp_path, monkeypatc
     shutil.copytree(default_bundle_dir(), bundle)
     before = json.loads((bundle / "manifest.json").read_text())
     splits = fake_splits(tmp_path)
-    ver = fit_bundle(bundle, splits, draws=2)
+    ver = fit_bundle(bundle, splits, draws=2, query_rotations=(0.0,))  # upright (the search: below)
     # fitted on the training writers of the collections with skilled forgeries only
     assert seen["writers"] and all(w.split("-")[0] in ("sigcomp2011_dutch0", "ssbi1") for w in seen["writers"])
     after = json.loads((bundle / "manifest.json").read_text())
@@ -85,7 +85,8 @@ def test_fit_bundle_rewrites_only_the_verification_contract(tmp_path, monkeypatc
     assert after["identification"]["threshold"] == ver["cosine"]["thresholds"]["far_random_1pct"]
     assert Gallery(tmp_path / "g.gallery", pipe).identify_threshold == after["identification"]["threshold"]
     # fitting again (the bundle now states a scorer) reads the cosine's own calibration
-    assert fit_bundle(bundle, splits, draws=1, write=False)["cosine"]["thresholds"] == ver["cosine"]["thresholds"]
+    assert fit_bundle(bundle, splits, draws=1, write=False, query_rotations=(0.0,))["cosine"]["thresholds"] == \
+        ver["cosine"]["thresholds"]
 
 
 @pytest.mark.parametrize("cosine_weight, aspect_weight, refusal", [
@@ -129,13 +130,13 @@ def test_collection_weights_balance_kinds_and_collections():
     assert b[random_only == "genuine"].sum() == pytest.approx(b[random_only == "random"].sum())
 
 
-def test_fit_bundle_with_query_rotations_calibrates_and_reports_them(tmp_path, monkeypatch):
+def test_fit_bundle_calibrates_the_query_rotations_by_default_and_reports_them(tmp_path, monkeypatch):
     import export.fit_scorer as fs
 
     monkeypatch.setattr(fs, "fit_scorer", lambda sets, refs, **kw: (cosine_only_scorer(), {"trials": 1}))
     bundle = tmp_path / "bundle"
     shutil.copytree(default_bundle_dir(), bundle)
-    ver = fit_bundle(bundle, fake_splits(tmp_path), draws=1, query_rotations=(-10.0, 0.0, 10.0))
+    ver = fit_bundle(bundle, fake_splits(tmp_path), draws=1)  # by default, as the packaged bundle is fitted
     assert ver["query_rotations"] == [-10.0, 0.0, 10.0] and "best of the rotations" in ver["calibrated_on"]
     assert set(ver["scorer"]["validation_eer"]["ssbi"]) == {"cosine", "learned", "cosine_upright", "learned_upright"}
     assert Pipeline(bundle).query_rotations == (-10.0, 0.0, 10.0)  # verification then turns every query

@@ -240,12 +240,16 @@ def test_pipeline_scores_with_the_bundles_learned_scorer(pipeline):
     assert r.cosine == pytest.approx(np.mean(r.similarities), abs=1e-6)
     # the same on precomputed features; and without ink statistics, the cosine on its own thresholds
     q, (emb, ink) = pipeline.describe(synthetic_signature(4, 9)), pipeline.describe_many(refs)
-    assert pipeline.verify_embeddings(q.embedding, emb, q.ink, ink) == r
+    assert pipeline.verify_features(pipeline.describe_query(synthetic_signature(4, 9)), emb, ink) == r
+    upright = pipeline.verify_embeddings(q.embedding, emb, q.ink, ink)
+    assert upright.scorer == "learned" and upright.score <= r.score  # the best angle counts, upright among them
     plain = pipeline.verify_embeddings(q.embedding, emb)
-    assert plain.scorer == "cosine" and plain.score == pytest.approx(r.cosine)
+    assert plain.scorer == "cosine" and plain.score == pytest.approx(upright.cosine)
     assert plain.threshold == ver["cosine"]["thresholds"][ver["cosine"]["default_threshold"]]
-    cosine = Pipeline(options=PipelineOptions(scorer="cosine")).verify(synthetic_signature(4, 9), refs)
-    assert cosine == plain
+    cosine_pipe = Pipeline(options=PipelineOptions(scorer="cosine"))
+    cosine = cosine_pipe.verify(synthetic_signature(4, 9), refs)
+    assert cosine.scorer == "cosine" and cosine.threshold == plain.threshold and cosine.score >= plain.score
+    assert cosine == cosine_pipe.verify_features(cosine_pipe.describe_query(synthetic_signature(4, 9)), emb)
     # a custom threshold is on the learned scale: never silently applied to a cosine
     custom = Pipeline(options=PipelineOptions(threshold=0.5))
     assert custom.verify_embeddings(q.embedding, emb, q.ink, ink).threshold == 0.5
@@ -328,11 +332,12 @@ def test_pipeline_query_rotations_score_the_best_angle(pipeline, caplog):
     from sigedge.normalize import rotate_image
     from sigedge.synth import synthetic_signature
 
-    assert pipeline.query_rotations == (0.0,)  # the packaged bundle is calibrated upright
+    turning = pipeline
+    assert turning.query_rotations == (-10.0, 0.0, 10.0)  # the packaged bundle is calibrated with the search
     refs = [synthetic_signature(6, s) for s in range(3)]
     query = rotate_image(synthetic_signature(6, 7)[..., 0], -10)  # written at a slant
     with caplog.at_level("WARNING"):
-        turning = Pipeline(options=PipelineOptions(query_rotations=(-10.0, 0.0, 10.0)))
+        upright = Pipeline(options=PipelineOptions(query_rotations=(0.0,)))
     assert "not the ones the bundle's thresholds were calibrated with" in caplog.text
     described = turning.describe_query(query)
     assert len(described) == 3
@@ -342,7 +347,7 @@ def test_pipeline_query_rotations_score_the_best_angle(pipeline, caplog):
     best = turning.verify(query, refs)
     assert best.score == pytest.approx(max(per_angle))
     assert best.query_rotation == (-10.0, 0.0, 10.0)[int(np.argmax(per_angle))]
-    assert pipeline.verify(query, refs).score == pytest.approx(per_angle[1])  # the upright pipeline's score
+    assert upright.verify(query, refs).score == pytest.approx(per_angle[1])  # the upright pipeline's score
     assert turning.verify_features(described, emb, ink) == best
     np.testing.assert_array_equal(turning.query_canvas(query, 0.0), turning.prepare(query).canvas)
     assert not np.array_equal(turning.query_canvas(query, 10.0), turning.prepare(query).canvas)
