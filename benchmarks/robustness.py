@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 
 from sigedge import Pipeline, PipelineOptions
-from sigedge.errors import SigedgeError
+from sigedge.cli_common import parse_rotations
+from sigedge.errors import SigedgeError, UsageError
 from sigedge.evaluate import protocol_scores, report_from_scores
 from sigedge.imageio import load_image
 
@@ -89,16 +90,18 @@ def jpeg40(img, rng):
 PERTURBATIONS = {"rotate": rotate, "scale": scale, "ink": ink, "background": background, "jpeg40": jpeg40}
 
 
-def describe_variants(pipe: Pipeline, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+def describe_variants(pipe: Pipeline, images: list[np.ndarray],
+                      upright_only: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """(embeddings, ink statistics) of the images at each of the pipeline's query rotations
-    (``Pipeline.describe_query``). An image without ink found gets a zero vector (cosine 0 to
-    everything, so it is scored as far from every writer) and the mean ink statistics of the
-    images that had ink (a stand-in that favours no particular writer)."""
-    n = len(pipe.query_rotations)
+    (``Pipeline.describe_query``; with ``upright_only``, only upright, ``Pipeline.describe``,
+    one entry). An image without ink found gets a zero vector (cosine 0 to everything, so it
+    is scored as far from every writer) and the mean ink statistics of the images that had
+    ink (a stand-in that favours no particular writer)."""
+    n = 1 if upright_only else len(pipe.query_rotations)
     emb, ink, missing = [[] for _ in range(n)], [[] for _ in range(n)], []
     for i, img in enumerate(images):
         try:
-            for a, f in enumerate(pipe.describe_query(img)):
+            for a, f in enumerate([pipe.describe(img)] if upright_only else pipe.describe_query(img)):
                 emb[a].append(f.embedding)
                 ink[a].append(f.ink)
         except SigedgeError:
@@ -120,7 +123,7 @@ def describe_variants(pipe: Pipeline, images: list[np.ndarray]) -> list[tuple[np
 
 def describe_all(pipe: Pipeline, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and ink statistics of the upright images (as :func:`describe_variants`)."""
-    return describe_variants(pipe, images)[pipe.query_rotations.index(0.0)]
+    return describe_variants(pipe, images, upright_only=True)[0]
 
 
 def main(argv=None) -> int:
@@ -144,7 +147,10 @@ def main(argv=None) -> int:
     if unknown or not chosen:
         ap.error(f"--perturbations: choose among {', '.join(PERTURBATIONS)} (got {args.perturbations!r})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    rotations = None if args.query_rotations is None else tuple(float(a) for a in args.query_rotations.split(","))
+    try:
+        rotations = parse_rotations(args.query_rotations)
+    except UsageError as exc:
+        ap.error(str(exc))
     rows = list(csv.DictReader(open(args.labels, newline="", encoding="utf-8")))
     writers, kinds = [r["writer"] for r in rows], [r["kind"] for r in rows]
     images = [load_image(args.labels.parent / r["path"]) for r in rows]

@@ -41,7 +41,7 @@ ScorerOpt = typer.Option("bundle", "--scorer", help="bundle (its learned scorer 
 RotationsOpt = typer.Option(None, "--query-rotations",
                            help="Angles in degrees, comma-separated, with 0 (e.g. -10,0,10), at which the query is "
                                 "also scored, its best counting (default: the bundle's, which its thresholds are "
-                                "calibrated for); 0 turns the search off, a third of the time.")
+                                "calibrated for); 0 turns the search off, at under half the time a query.")
 
 
 _pipeline = make_pipeline

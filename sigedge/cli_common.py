@@ -40,6 +40,8 @@ def parse_rotations(text: str | None) -> tuple[float, ...] | None:
         raise UsageError(f"--query-rotations: comma-separated angles in degrees, with 0, not {text!r}") from None
     if not all(-90.0 <= a <= 90.0 for a in angles):
         raise UsageError(f"--query-rotations: angles between -90 and 90 degrees, not {text!r}")
+    if len(set(angles)) != len(angles):  # each would be described again, for nothing
+        raise UsageError(f"--query-rotations: an angle is repeated in {text!r}")
     return angles
 
 

@@ -192,8 +192,12 @@ def test_bench_json():
             "score_learned", "describe_upright", "describe_query"} <= set(rep["stages"])
     assert rep["models"]["embedder"]["bytes"] < rep["models"]["embedder_float"]["bytes"]
     # the packaged bundle turns every query: its end-to-end time counts each angle
-    assert rep["query_rotations"] == [-10.0, 0.0, 10.0] and rep["query_rotations_cost_vs_upright"] > 0
-    assert rep["end_to_end_p50_ms"] > rep["stages"]["describe_query"]["p50_ms"]
+    st = rep["stages"]
+    assert rep["query_rotations"] == [-10.0, 0.0, 10.0]
+    assert rep["query_rotations_cost_vs_upright"] == pytest.approx(
+        st["describe_query"]["p50_ms"] / st["describe_upright"]["p50_ms"])
+    assert rep["end_to_end_p50_ms"] == pytest.approx(
+        st["decode"]["p50_ms"] + st["describe_query"]["p50_ms"] + 3 * st["score_learned"]["p50_ms"])
 
 
 def test_bench_times_detection_on_given_pages(tmp_path):
@@ -254,7 +258,8 @@ def test_query_rotations_option_turns_the_search_off_or_refuses_nonsense(sigs, t
     searched = json.loads(runner.invoke(app, args).stdout)
     upright = json.loads(upright.stdout)
     assert upright["query_rotation"] == 0.0 and upright["score"] <= searched["score"]  # the best angle counts
-    for bad, said in (("5,abc", "comma-separated angles"), ("5", "must include 0"), ("0,120", "between -90 and 90")):
+    for bad, said in (("5,abc", "comma-separated angles"), ("5", "must include 0"), ("0,120", "between -90 and 90"),
+                      ("0,0,10", "repeated")):
         r = runner.invoke(app, args + ["--query-rotations", bad])
         assert r.exit_code == 2 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
     labels = make_eval_csv(tmp_path)
