@@ -169,27 +169,25 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
     for name, path, precision in runs:
         pipe = Pipeline(path, PipelineOptions(precision=precision))
         out.setdefault("model_sha256", {})[name] = pipe.model_sha256
-        if name == "int8":  # the queries also at the bundle's rotations, for "int8-learned"
-            upright = pipe.query_rotations.index(0.0)  # references are enrolled upright
-            sig_variants, cm_sig_variants = describe_variants(pipe, images), describe_variants(pipe, cm_images)
-            methods[name], sig_ink = sig_variants[upright]
-            cm_methods[name], cm_sig_ink = cm_sig_variants[upright]
-        else:  # every other method scores the upright query by the cosine
-            methods[name], sig_ink = describe_all(pipe, images)
-            cm_methods[name], cm_sig_ink = describe_all(pipe, cm_images)
-        cost[name] = model_cost(pipe, canvases_for(pipe, images))
-        if name == "int8":
-            norm, scorer, ink, cm_ink = pipe.normalisation, pipe.scorer, sig_ink, cm_sig_ink
-            out["query_rotations"] = list(pipe.query_rotations)
-            if scorer is not None:
-                variants, cm_variants = sig_variants, cm_sig_variants
-                canvases = canvases_for(pipe, images)
-                # the model call and the ink statistics at each of the bundle's rotations (the
-                # turn and normalisation are left out, as for every method; sigedge bench
-                # times a whole query)
-                cost["int8-learned"] = {"model_bytes": cost[name]["model_bytes"], "latency_ms_p50": len(
-                    pipe.query_rotations) * (cost[name]["latency_ms_p50"] + time_stage(
-                        ink_statistics, canvases, LATENCY_REPEAT)["p50_ms"])}
+        canvases = canvases_for(pipe, images)
+        cost[name] = model_cost(pipe, canvases)
+        if name != "int8":  # every other method scores the upright query by the cosine
+            methods[name], _ = describe_all(pipe, images)
+            cm_methods[name], _ = describe_all(pipe, cm_images)
+            continue
+        # the int8 queries also at the bundle's rotations, for "int8-learned"; references upright
+        upright = pipe.query_rotations.index(0.0)
+        sig_variants, cm_sig_variants = describe_variants(pipe, images), describe_variants(pipe, cm_images)
+        (methods[name], ink), (cm_methods[name], cm_ink) = sig_variants[upright], cm_sig_variants[upright]
+        norm, scorer = pipe.normalisation, pipe.scorer
+        out["query_rotations"] = list(pipe.query_rotations)
+        if scorer is not None:
+            variants, cm_variants = sig_variants, cm_sig_variants
+            # the model call and the ink statistics at each of the bundle's rotations (the turn
+            # and normalisation are left out, as for every method; sigedge bench times a whole query)
+            cost["int8-learned"] = {"model_bytes": cost[name]["model_bytes"], "latency_ms_p50": len(
+                pipe.query_rotations) * (cost[name]["latency_ms_p50"] + time_stage(
+                    ink_statistics, canvases, LATENCY_REPEAT)["p50_ms"])}
     cm_methods["hog"] = hog_embeddings(cm_images)
     if bundle is not None:
         for group in (methods, cm_methods):

@@ -27,7 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from crossval import split_dir  # noqa: E402
 from export.fit_scorer import describe_queries  # noqa: E402
 from export.scoring import read_split  # noqa: E402
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
@@ -37,10 +39,6 @@ from sigedge.metrics import equal_error_rate, frr_at_far  # noqa: E402
 SEARCH = (-10.0, 0.0, 10.0)
 COLUMNS = ("eer_skilled", "eer_random", "frr_at_far1_skilled", "frr_at_far5_skilled", "frr_at_far10_skilled",
            "frr_at_far1_random")
-
-
-def split_dir(fold: int) -> Path:
-    return ROOT / "training" / "splits" / ("" if fold == 0 else f"fold{fold}")
 
 
 def rates(genuine: np.ndarray, skilled: np.ndarray, random: np.ndarray) -> list[float]:

@@ -57,6 +57,7 @@ import numpy as np
 from export.scoring import (EVAL_REFERENCES, FIT_COLLECTIONS, SPLITS, _shown, bundle_arguments,
                             fit_logistic, read_split, trials)
 from sigedge import Pipeline, PipelineOptions
+from sigedge.cli_common import parse_rotations
 from sigedge.errors import SigedgeError, UsageError
 from sigedge.evaluate import protocol_scores, stack_variants
 from sigedge.evaluate_cli import over_draws
@@ -344,10 +345,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = " ".join(["python -m export.fit_scorer", *(sys.argv[1:] if argv is None else argv)])
     try:
-        try:
-            rotations = tuple(float(a) for a in args.query_rotations.split(","))
-        except ValueError:
-            raise UsageError(f"--query-rotations: comma-separated angles, not {args.query_rotations!r}") from None
+        rotations = parse_rotations(args.query_rotations)  # as sigedge verify --query-rotations reads it
         ver = fit_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws, command=command,
                          query_rotations=rotations)
     except SigedgeError as exc:  # a refused fit or bad input: one line, no traceback
