@@ -93,3 +93,26 @@ def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_
     assert manifest["training"]["architecture"].startswith("SigNet")
     assert "--arch signet" in manifest["training"]["command"]
     assert Pipeline(tmp_path / "b").embed(synthetic_signature(2, 0)).shape == (32,)
+
+    # the float baseline as a teacher the int8 student's similarities follow
+    common = ["--data", str(data), "--cache", str(tmp_path / "cache"), "--epochs", "1", "--qat-epochs", "0", *TINY]
+    with pytest.raises(SystemExit, match="fold"):
+        train_main([*common, "--out", str(tmp_path / "wrong"), "--teacher", str(run), "--fold", "1"])
+    student = tmp_path / "student"
+    train_main([*common, "--out", str(student), "--teacher", str(run), "--dim", "16"])
+    state = json.loads((student / "state.json").read_text())
+    assert state["phase"] == "done" and state["config"]["teacher"] == str(run)
+    assert all(np.isfinite(v) for h in state["history"] for k, v in h.items() if k.endswith("random"))
+
+
+def test_relational_distillation_loss_ignores_dimension_and_scale_only():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from training.train_embedder import relational_distillation_loss
+
+    rng = np.random.default_rng(0)
+    student = rng.normal(size=(12, 8)).astype(np.float32)
+    # a teacher of another width with the same cosines: nothing to learn
+    same = np.hstack([student, student]) * 3.0
+    assert float(relational_distillation_loss(student, same)) < 1e-4
+    other = rng.normal(size=(12, 20)).astype(np.float32)
+    assert float(relational_distillation_loss(student, other)) > 0.5

@@ -4,7 +4,9 @@
 
 Writer-disjoint split (training/data.py, fixed seed). Objective: CosFace margin softmax
 over identities (SigComp/SSBI writers, their forgeries as separate classes, cross-media
-(writer, name) pairs), batches balanced across collections. Every epoch writes a
+(writer, name) pairs), batches balanced across collections; optionally (``--teacher``) a
+relational distillation term that asks the student's similarities within a batch to follow
+those of a larger float teacher (e.g. the SigNet baseline) trained on the same writers. Every epoch writes a
 checkpoint; ``--resume`` continues from the last one. The run ends with ``qat.h5`` (the
 QAT model's weights) that ``python -m export.export_embedder`` turns into int8 TFLite.
 """
@@ -59,6 +61,10 @@ def parse_args(argv=None):
                         "real training writers; validation stays on real writers")
     p.add_argument("--init", type=Path, default=None,
                    help="start the float phase from these embedder weights (e.g. a --synthetic run's float.h5)")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="a finished float run of the same fold (e.g. runs/signet-fold2: state.json and float.h5) "
+                        "whose embeddings of the training signatures the student's batch similarities should follow")
+    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation loss")
     p.add_argument("--qat-freeze-bn", action="store_true",
                    help="keep batch-norm statistics fixed during quantization-aware training, so the "
                         "quantisation ranges are learned against the statistics the float model ends with")
@@ -113,7 +119,7 @@ class BatchMaker(BackgroundBatches):
         idx, group, forged = self._indices()
         x = np.stack([augment(self.canvases[i], self.rng, self.hw, max_rotation=self.max_rotation)
                       for i in idx]).astype(np.float32) / 255.0
-        return x[..., None], self.labels[idx].astype(np.int32), group, forged
+        return x[..., None], self.labels[idx].astype(np.int32), group, forged, idx.astype(np.int32)
 
 
 def embed(model, canvases: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -187,16 +193,23 @@ def main(argv=None):
         log.info("resuming from epoch %d (%s)", state["epoch"], state["phase"])
 
     float_lr = warmup_cosine(args.lr, args.steps, args.epochs * args.steps, floor=0.05)
+    teacher = None
+    if args.teacher:
+        if args.synthetic:
+            raise SystemExit("--teacher distils on the real training writers; it cannot be used with --synthetic")
+        teacher = tf.constant(teacher_embeddings(args.teacher, train, args.cache, args.fold))
 
     def make_step(m, opt):
         @tf.function
-        def step(x, y, group, forged):
+        def step(x, y, group, forged, idx):
             with tf.GradientTape() as tape:
                 emb = m(x, training=True)
                 logits = head.logits(emb, y)
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
                 if args.pair_writers:
                     loss += args.pair_weight * skilled_ranking_loss(emb, group, forged, args.pair_margin)
+                if teacher is not None:
+                    loss += args.distill_weight * relational_distillation_loss(emb, tf.gather(teacher, idx))
                 loss += tf.add_n(m.losses) if m.losses else 0.0
             vars_ = m.trainable_variables + [head.w]
             grads = tape.gradient(loss, vars_)
@@ -215,6 +228,7 @@ def main(argv=None):
             elif args.init:
                 model.load_weights(args.init)
                 log.info("float phase starts from %s", args.init)
+                load_matching_head(head, args.init.parent / "head.npy")
             opt = tf.keras.optimizers.Adam(args.lr)
             step = make_step(model, opt)
             for epoch in range(state["epoch"], args.epochs):
@@ -289,6 +303,57 @@ def skilled_ranking_loss(emb, group, forged, margin: float, scale: float = 10.0)
     return tf.reduce_sum(tf.where(valid, losses, 0.0)) / tf.maximum(n, 1.0)
 
 
+def relational_distillation_loss(emb, teacher_emb):
+    """Squared difference of the student's and the teacher's cosine similarities between the
+    samples of a batch, each standardised over the batch's off-diagonal pairs.
+
+    Relational rather than point-to-point, so the 2048-d teacher and the 128-d student need
+    no projection; standardised, so the student copies which pairs the teacher finds close
+    (a writer's genuines against their skilled forgeries above all) rather than its scale.
+    """
+    def standardised(e):
+        e = tf.math.l2_normalize(e, axis=1)
+        sim = tf.matmul(e, e, transpose_b=True)
+        off = tf.boolean_mask(sim, tf.logical_not(tf.eye(tf.shape(e)[0], dtype=tf.bool)))
+        mean, var = tf.nn.moments(off, axes=[0])
+        return (off - mean) * tf.math.rsqrt(var + 1e-6)
+
+    return tf.reduce_mean(tf.square(standardised(emb) - tf.stop_gradient(standardised(teacher_emb))))
+
+
+def teacher_embeddings(run: Path, train, cache: Path, fold: int) -> np.ndarray:
+    """The teacher run's L2-normalised float embeddings of the training samples, each
+    normalised as the teacher sees a signature at inference (no augmentation)."""
+    state = json.loads((run / "state.json").read_text())
+    cfg = state.get("config")
+    if state.get("phase") != "done" or not cfg:
+        raise SystemExit(f"--teacher {run}: not a finished training run (state.json phase {state.get('phase')!r})")
+    if int(cfg["fold"]) != fold:
+        raise SystemExit(f"--teacher {run} was trained on fold {cfg['fold']}, not {fold}: it has seen the "
+                         "validation writers")
+    h, w = int(cfg["height"]), int(cfg["width"])
+    teacher = build_model(cfg["arch"], h, w, float(cfg["alpha"]), int(cfg["dim"]))
+    teacher.load_weights(run / "float.h5")
+    canvases = D.preprocess(train, NormalizeOptions(height=h, width=w), cache)
+    t = time.time()
+    out = embed(teacher, canvases, batch=64)
+    log.info("teacher %s (%s %dx%d, %d-d): %d training signatures embedded in %.0fs", run, cfg["arch"], h, w,
+             out.shape[1], len(out), time.time() - t)
+    return out.astype(np.float32)
+
+
+def load_matching_head(head, path: Path) -> None:
+    """Start the margin-softmax head from the --init run's, when it is over the same classes."""
+    if not path.exists():
+        return
+    w = np.load(path)
+    if w.shape != tuple(head.w.shape):
+        log.info("%s is over %d classes, not %d: the head starts afresh", path, w.shape[1], head.w.shape[1])
+        return
+    head.w.assign(w)
+    log.info("head starts from %s", path)
+
+
 def freeze_batch_norm(model) -> None:
     """Batch-norm layers run in inference mode from now on (moving statistics and affine fixed)."""
     import tf_keras as keras
@@ -307,8 +372,8 @@ def run_epoch(step, maker, steps, epoch, phase, opt, lr_fn):
     losses, accs = [], []
     for k in range(steps):
         opt.learning_rate.assign(lr_fn(epoch * steps + k))
-        x, y, group, forged = maker.next()
-        loss, acc = step(tf.constant(x), tf.constant(y), tf.constant(group), tf.constant(forged))
+        x, y, group, forged, idx = maker.next()
+        loss, acc = step(tf.constant(x), tf.constant(y), tf.constant(group), tf.constant(forged), tf.constant(idx))
         losses.append(float(loss))
         accs.append(float(acc))
     n = steps * maker.batch
