@@ -135,7 +135,10 @@ def decision_band(thresholds: dict) -> dict:
 
 #: Options of a run's config that its retraining command repeats (the rest are defaults or paths).
 TRAINING_FLAGS = ("arch", "height", "width", "dim", "epochs", "qat_epochs", "steps", "batch", "seed", "lr",
-                  "pair_writers", "max_rotation", "fold", "init", "qat_freeze_bn", "synthetic")
+                  "pair_writers", "max_rotation", "fold", "init", "qat_freeze_bn", "synthetic", "teacher",
+                  "distill_weight")
+#: Recorded values that are the defaults, so the command leaves them out.
+DEFAULT_VALUES = {("arch", "mobilenetv2"), ("synthetic", "0"), ("max_rotation", "8.0"), ("distill_weight", "1.0")}
 
 
 def training_command(run: Path, cfg: dict[str, str]) -> str:
@@ -143,7 +146,7 @@ def training_command(run: Path, cfg: dict[str, str]) -> str:
     parts = ["python -m training.train_embedder --out", str(run)]
     for k in TRAINING_FLAGS:
         v = cfg.get(k)
-        if v is None or v in ("None", "False") or (k, v) in (("arch", "mobilenetv2"), ("synthetic", "0"), ("max_rotation", "8.0")):
+        if v is None or v in ("None", "False") or (k, v) in DEFAULT_VALUES:
             continue
         parts.append(f"--{k.replace('_', '-')}" + ("" if v == "True" else f" {v}"))
     return " ".join(parts)
@@ -248,7 +251,10 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
                              + ("; plus a soft triplet ranking loss (genuine anchor, genuine positive, skilled "
                                 f"forgery negative, margin {cfg.get('pair_margin', '0.3')}) inside "
                                 f"{cfg['pair_writers']} writer blocks per batch"
-                                if int(cfg.get("pair_writers", 0) or 0) else "")},
+                                if int(cfg.get("pair_writers", 0) or 0) else "")
+                             + (f"; plus a relational distillation loss (weight {cfg.get('distill_weight', '1.0')}) "
+                                f"towards the float teacher {cfg['teacher']}"
+                                if cfg.get("teacher") not in (None, "None") else "")},
             "preprocessing": {"threshold": opts.threshold, "deskew": opts.deskew, "speck_fraction": opts.speck_fraction,
                               "min_speck_pixels": opts.min_speck_pixels, "margin": opts.margin,
                               "min_ink_pixels": opts.min_ink_pixels, "min_contrast": opts.min_contrast},

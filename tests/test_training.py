@@ -73,7 +73,7 @@ def test_synthetic_pretraining_then_fine_tuning_from_it(trained_run, tmp_path, c
     assert any("starts from" in r.getMessage() and "pre" in r.getMessage() for r in caplog.records)
 
 
-def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_path):
+def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_path, monkeypatch, caplog):
     from export.export_embedder import export
     from sigedge import Pipeline
     from sigedge.errors import UsageError
@@ -95,14 +95,25 @@ def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_
     assert Pipeline(tmp_path / "b").embed(synthetic_signature(2, 0)).shape == (32,)
 
     # the float baseline as a teacher the int8 student's similarities follow
+    import training.train_embedder as te
+
     common = ["--data", str(data), "--cache", str(tmp_path / "cache"), "--epochs", "1", "--qat-epochs", "0", *TINY]
-    with pytest.raises(SystemExit, match="fold"):
+    with pytest.raises(SystemExit, match="trained on fold 0, not 1"):
         train_main([*common, "--out", str(tmp_path / "wrong"), "--teacher", str(run), "--fold", "1"])
+    calls = []
+    real_loss = te.relational_distillation_loss
+    monkeypatch.setattr(te, "relational_distillation_loss",
+                        lambda e, t: calls.append((e.shape, t.shape)) or real_loss(e, t))
     student = tmp_path / "student"
     train_main([*common, "--out", str(student), "--teacher", str(run), "--dim", "16"])
     state = json.loads((student / "state.json").read_text())
     assert state["phase"] == "done" and state["config"]["teacher"] == str(run)
-    assert all(np.isfinite(v) for h in state["history"] for k, v in h.items() if k.endswith("random"))
+    # traced into the training step, against the teacher's 32-d embeddings of the batch
+    assert calls and calls[0][1].as_list() == [8, 32] and calls[0][0].as_list()[1] == 16
+    # a resumed run reuses the stored teacher embeddings and keeps the teacher it started with
+    assert (student / "teacher.npz").exists()
+    with pytest.raises(SystemExit, match="started with --teacher"):
+        train_main([*common, "--out", str(student), "--resume"])
 
 
 def test_relational_distillation_loss_ignores_dimension_and_scale_only():
@@ -116,3 +127,22 @@ def test_relational_distillation_loss_ignores_dimension_and_scale_only():
     assert float(relational_distillation_loss(student, same)) < 1e-4
     other = rng.normal(size=(12, 20)).astype(np.float32)
     assert float(relational_distillation_loss(student, other)) > 0.5
+    # a teacher whose cosines are an affine map of the student's (here 0.2 + 0.8 cos): nothing to learn
+    unit = student / np.linalg.norm(student, axis=1, keepdims=True)
+    affine = np.hstack([unit * np.sqrt(0.8), np.full((12, 1), np.sqrt(0.2))]).astype(np.float32)
+    assert float(relational_distillation_loss(student, affine)) < 1e-4
+
+
+def test_relational_distillation_loss_moves_only_the_student():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+
+    from training.train_embedder import relational_distillation_loss
+
+    rng = np.random.default_rng(1)
+    student = tf.Variable(rng.normal(size=(10, 8)).astype(np.float32))
+    teacher = tf.Variable(rng.normal(size=(10, 24)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = relational_distillation_loss(student, teacher)
+    g_student, g_teacher = tape.gradient(loss, [student, teacher])
+    assert g_teacher is None and float(tf.reduce_sum(tf.abs(g_student))) > 0

@@ -56,3 +56,12 @@ def test_training_command_records_a_non_default_rotation_range():
     assert "--max-rotation" not in training_command("runs/x", base)
     assert "--qat-freeze-bn" in training_command("runs/x", base)
     assert "--max-rotation 15.0" in training_command("runs/x", {**base, "max_rotation": "15.0"})
+
+
+def test_training_command_records_the_teacher_of_a_distilled_run():
+    from export.export_embedder import training_command
+
+    base = {"epochs": "35", "seed": "2", "teacher": "None", "distill_weight": "1.0"}
+    assert "--teacher" not in training_command("runs/x", base) and "--distill" not in training_command("runs/x", base)
+    cmd = training_command("runs/x", {**base, "teacher": "runs/signet-fold2", "distill_weight": "2.0"})
+    assert "--teacher runs/signet-fold2" in cmd and "--distill-weight 2.0" in cmd

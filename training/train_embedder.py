@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
@@ -144,6 +145,9 @@ def main(argv=None):
                          f"{args.pair_writers * (PAIR_GENUINES + PAIR_FORGERIES)}")
     if args.arch == "signet" and args.qat_epochs:
         raise SystemExit("--arch signet is a float baseline: pass --qat-epochs 0")
+    if args.teacher and args.synthetic:
+        raise SystemExit("--teacher distils on the real training writers; it cannot be used with --synthetic")
+    teacher_cfg = teacher_config(args.teacher, args.fold) if args.teacher else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     tf.keras.utils.set_random_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -191,13 +195,16 @@ def main(argv=None):
     if args.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         log.info("resuming from epoch %d (%s)", state["epoch"], state["phase"])
+        started = state.get("started_with", {})
+        if str(started.get("teacher", args.teacher)) != str(args.teacher):
+            raise SystemExit(f"--resume: the run started with --teacher {started.get('teacher')}, not {args.teacher}")
+    # what the run started with, so a resume cannot silently change the objective
+    state.setdefault("started_with", {"teacher": str(args.teacher), "distill_weight": args.distill_weight})
 
     float_lr = warmup_cosine(args.lr, args.steps, args.epochs * args.steps, floor=0.05)
     teacher = None
     if args.teacher:
-        if args.synthetic:
-            raise SystemExit("--teacher distils on the real training writers; it cannot be used with --synthetic")
-        teacher = tf.constant(teacher_embeddings(args.teacher, train, args.cache, args.fold))
+        teacher = tf.constant(teacher_embeddings(args.teacher, teacher_cfg, train, args.cache, args.out))
 
     def make_step(m, opt):
         @tf.function
@@ -228,7 +235,7 @@ def main(argv=None):
             elif args.init:
                 model.load_weights(args.init)
                 log.info("float phase starts from %s", args.init)
-                load_matching_head(head, args.init.parent / "head.npy")
+                load_matching_head(head, args.init.parent, args)
             opt = tf.keras.optimizers.Adam(args.lr)
             step = make_step(model, opt)
             for epoch in range(state["epoch"], args.epochs):
@@ -310,6 +317,7 @@ def relational_distillation_loss(emb, teacher_emb):
     Relational rather than point-to-point, so the 2048-d teacher and the 128-d student need
     no projection; standardised, so the student copies which pairs the teacher finds close
     (a writer's genuines against their skilled forgeries above all) rather than its scale.
+    Standardised on both sides, the loss is 2 * (1 - Pearson correlation) of the two.
     """
     def standardised(e):
         e = tf.math.l2_normalize(e, axis=1)
@@ -321,36 +329,63 @@ def relational_distillation_loss(emb, teacher_emb):
     return tf.reduce_mean(tf.square(standardised(emb) - tf.stop_gradient(standardised(teacher_emb))))
 
 
-def teacher_embeddings(run: Path, train, cache: Path, fold: int) -> np.ndarray:
-    """The teacher run's L2-normalised float embeddings of the training samples, each
-    normalised as the teacher sees a signature at inference (no augmentation)."""
-    state = json.loads((run / "state.json").read_text())
+def teacher_config(run: Path, fold: int) -> dict:
+    """The finished teacher run's recorded options; refuses a run of another fold (its
+    training writers include this fold's validation writers)."""
+    try:
+        state = json.loads((run / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--teacher {run}: no readable state.json ({exc})") from None
     cfg = state.get("config")
-    if state.get("phase") != "done" or not cfg:
-        raise SystemExit(f"--teacher {run}: not a finished training run (state.json phase {state.get('phase')!r})")
-    if int(cfg["fold"]) != fold:
-        raise SystemExit(f"--teacher {run} was trained on fold {cfg['fold']}, not {fold}: it has seen the "
+    if state.get("phase") != "done" or not cfg or not (run / "float.h5").exists():
+        raise SystemExit(f"--teacher {run}: not a finished training run with float.h5")
+    if int(cfg.get("fold", "0")) != fold:
+        raise SystemExit(f"--teacher {run} was trained on fold {cfg.get('fold', '0')}, not {fold}: it has seen the "
                          "validation writers")
+    if cfg.get("synthetic", "0") != "0":
+        raise SystemExit(f"--teacher {run} was trained on synthetic signers, not the real training writers")
+    return cfg
+
+
+def teacher_embeddings(run: Path, cfg: dict, train, cache: Path, out: Path) -> np.ndarray:
+    """The teacher run's L2-normalised float embeddings of the training samples, each
+    normalised as the teacher sees a signature at inference (no augmentation). Kept in
+    ``out/teacher.npz`` with the teacher's weights hash, so a resumed run reuses them."""
+    digest = hashlib.sha256((run / "float.h5").read_bytes()).hexdigest()
+    saved = out / "teacher.npz"
+    if saved.exists():
+        with np.load(saved) as z:
+            if str(z["sha256"]) == digest and len(z["embeddings"]) == len(train):
+                log.info("teacher embeddings from %s", saved)
+                return z["embeddings"]
     h, w = int(cfg["height"]), int(cfg["width"])
-    teacher = build_model(cfg["arch"], h, w, float(cfg["alpha"]), int(cfg["dim"]))
+    arch = cfg.get("arch", "mobilenetv2")
+    teacher = build_model(arch, h, w, float(cfg.get("alpha", "0.35")), int(cfg["dim"]))
     teacher.load_weights(run / "float.h5")
     canvases = D.preprocess(train, NormalizeOptions(height=h, width=w), cache)
     t = time.time()
-    out = embed(teacher, canvases, batch=64)
-    log.info("teacher %s (%s %dx%d, %d-d): %d training signatures embedded in %.0fs", run, cfg["arch"], h, w,
-             out.shape[1], len(out), time.time() - t)
-    return out.astype(np.float32)
+    emb = embed(teacher, canvases, batch=64).astype(np.float32)
+    log.info("teacher %s (%s %dx%d, %d-d): %d training signatures embedded in %.0fs", run, arch, h, w,
+             emb.shape[1], len(emb), time.time() - t)
+    np.savez(saved, embeddings=emb, sha256=np.array(digest))
+    return emb
 
 
-def load_matching_head(head, path: Path) -> None:
-    """Start the margin-softmax head from the --init run's, when it is over the same classes."""
-    if not path.exists():
+def load_matching_head(head, init_run: Path, args) -> None:
+    """Start the margin-softmax head from the --init run's, when that run was over the same
+    identities: the same real training writers (fold, --limit), not synthetic signers. The
+    class count alone is no proof: two folds can have as many identities."""
+    path = init_run / "head.npy"
+    try:
+        cfg = json.loads((init_run / "state.json").read_text()).get("config") or {}
+    except (OSError, ValueError):
+        cfg = {}
+    same = (cfg.get("fold", "0") == str(args.fold) and cfg.get("synthetic", "0") == "0"
+            and cfg.get("limit", "0") == str(args.limit) and cfg.get("data") == str(args.data))
+    if not (path.exists() and same) or np.load(path).shape != tuple(head.w.shape):
+        log.info("the head starts afresh (%s is not over this run's identities)", init_run)
         return
-    w = np.load(path)
-    if w.shape != tuple(head.w.shape):
-        log.info("%s is over %d classes, not %d: the head starts afresh", path, w.shape[1], head.w.shape[1])
-        return
-    head.w.assign(w)
+    head.w.assign(np.load(path))
     log.info("head starts from %s", path)
 
 
