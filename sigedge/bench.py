@@ -95,7 +95,7 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
                                               / report["models"]["embedder_float"]["bytes"])
         cos = np.sum(embeddings["embedder"] * embeddings["embedder_float"], axis=1)
         report["int8_vs_float_embedding_cosine"] = float(cos.mean())
-    rotations = tuple(float(a) for a in bundle.verification.get("query_rotations", [0.0]))
+    rotations = bundle.query_rotations
     report["query_rotations"] = list(rotations)
     if len(rotations) > 1:  # a query is described at every rotation: what verification pays for it
         from .pipeline import Pipeline

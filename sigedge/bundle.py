@@ -88,6 +88,12 @@ class ModelBundle:
         return dict(self.manifest.get("verification", {}))
 
     @property
+    def query_rotations(self) -> tuple[float, ...]:
+        """The angles the verification thresholds were calibrated with, a query scored at its
+        best of them (``verification.query_rotations``; upright only where none are stated)."""
+        return tuple(float(a) for a in self.verification.get("query_rotations", [0.0]))
+
+    @property
     def identification(self) -> dict:
         return dict(self.manifest.get("identification", {}))
 

@@ -170,11 +170,10 @@ class Pipeline:
         self.threshold, self.operating_point = primary.threshold, primary.operating_point
         rotations = self.options.query_rotations
         #: angles a query is described at (see :attr:`PipelineOptions.query_rotations`)
-        self.query_rotations: tuple[float, ...] = tuple(
-            float(a) for a in (ver.get("query_rotations", [0.0]) if rotations is None else rotations))
+        calibrated = self.bundle.query_rotations
+        self.query_rotations: tuple[float, ...] = calibrated if rotations is None else tuple(float(a) for a in rotations)
         if 0.0 not in self.query_rotations:
             raise UsageError(f"query rotations {list(self.query_rotations)} must include 0")
-        calibrated = tuple(float(a) for a in ver.get("query_rotations", [0.0]))
         if set(self.query_rotations) != set(calibrated) and self.options.threshold is None:
             # a query's best of several angles scores higher than it would upright, genuine or not
             log.warning("query rotations %s are not the ones the bundle's thresholds were calibrated with (%s): "

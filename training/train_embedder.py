@@ -18,7 +18,6 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
@@ -27,6 +26,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from sigedge.bundle import sha256_file  # noqa: E402
 from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
 from sigedge.normalize import NormalizeOptions  # noqa: E402
 from sigedge.scoring import l2_normalize  # noqa: E402
@@ -351,7 +351,7 @@ def teacher_embeddings(run: Path, cfg: dict, train, cache: Path, out: Path) -> n
     """The teacher run's L2-normalised float embeddings of the training samples, each
     normalised as the teacher sees a signature at inference (no augmentation). Kept in
     ``out/teacher.npz`` with the teacher's weights hash, so a resumed run reuses them."""
-    digest = hashlib.sha256((run / "float.h5").read_bytes()).hexdigest()
+    digest = sha256_file(run / "float.h5")
     saved = out / "teacher.npz"
     if saved.exists():
         with np.load(saved) as z:
@@ -382,10 +382,11 @@ def load_matching_head(head, init_run: Path, args) -> None:
         cfg = {}
     same = (cfg.get("fold", "0") == str(args.fold) and cfg.get("synthetic", "0") == "0"
             and cfg.get("limit", "0") == str(args.limit) and cfg.get("data") == str(args.data))
-    if not (path.exists() and same) or np.load(path).shape != tuple(head.w.shape):
+    w = np.load(path) if path.exists() and same else None
+    if w is None or w.shape != tuple(head.w.shape):
         log.info("the head starts afresh (%s is not over this run's identities)", init_run)
         return
-    head.w.assign(np.load(path))
+    head.w.assign(w)
     log.info("head starts from %s", path)
 
 
