@@ -198,6 +198,9 @@ def main(argv=None):
         started = state.get("started_with", {})
         if str(started.get("teacher", args.teacher)) != str(args.teacher):
             raise SystemExit(f"--resume: the run started with --teacher {started.get('teacher')}, not {args.teacher}")
+        if args.teacher and float(started.get("distill_weight", args.distill_weight)) != args.distill_weight:
+            raise SystemExit(f"--resume: the run started with --distill-weight {started['distill_weight']}, "
+                             f"not {args.distill_weight}")
     # what the run started with, so a resume cannot silently change the objective
     state.setdefault("started_with", {"teacher": str(args.teacher), "distill_weight": args.distill_weight})
 
