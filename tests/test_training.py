@@ -114,9 +114,10 @@ def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_
     assert (student / "teacher.npz").exists()
     with pytest.raises(SystemExit, match="started with --teacher"):
         train_main([*common, "--out", str(student), "--resume"])
+    resumed = [*common, "--out", str(student), "--resume", "--teacher", str(run), "--dim", "16"]
     with pytest.raises(SystemExit, match="started with --distill-weight 1.0"):
-        train_main([*common, "--out", str(student), "--resume", "--teacher", str(run), "--dim", "16",
-                    "--distill-weight", "0.5"])
+        train_main([*resumed, "--distill-weight", "0.5"])
+    train_main([*resumed, "--distill-weight", "1"])  # the same weight, written otherwise: accepted
 
 
 def test_relational_distillation_loss_ignores_dimension_and_scale_only():

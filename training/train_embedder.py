@@ -196,6 +196,10 @@ def main(argv=None):
         state = json.loads(state_path.read_text())
         log.info("resuming from epoch %d (%s)", state["epoch"], state["phase"])
         started = state.get("started_with", {})
+        if not started:
+            log.warning("--resume: %s does not record what it started with (a run older than that record); "
+                        "its --teacher and --distill-weight cannot be checked, and are taken as given now",
+                        state_path)
         if str(started.get("teacher", args.teacher)) != str(args.teacher):
             raise SystemExit(f"--resume: the run started with --teacher {started.get('teacher')}, not {args.teacher}")
         if args.teacher and float(started.get("distill_weight", args.distill_weight)) != args.distill_weight:
