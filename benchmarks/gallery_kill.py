@@ -75,26 +75,33 @@ def _options():
     return GalleryOptions(index_save_every=1, identify_threshold=0.3, lock_timeout=120)
 
 
+def say(line: str) -> None:
+    """One line in one write: print() writes its parts one by one, which an unbuffered stdout
+    (PYTHONUNBUFFERED) passes on one by one, so a kill between them left half a line."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def child(args: argparse.Namespace) -> int:
     """Enrol new writers until killed (or ``--limit`` of them), removing the writers named
     after every other enrolment."""
     from sigedge.gallery import Gallery
 
     g = Gallery(args.gallery, VectorEmbedder(), options=_options())
-    print("READY", flush=True)
+    say("READY")
     to_remove = list(args.names)
     for j in range(args.limit):
         if to_remove and j % 2 == 1:  # interleave removals with enrolments
             name = to_remove.pop()
-            print("BEGIN remove", name, flush=True)
+            say(f"BEGIN remove {name}")
             g.remove(name)
-            print("ACK remove", name, flush=True)
+            say(f"ACK remove {name}")
         name = f"{args.prefix}-w{j}"
-        print("BEGIN enroll", name, flush=True)
+        say(f"BEGIN enroll {name}")
         g._enroll_embeddings(name, writer_vectors(name))
-        print("ACK enroll", name, flush=True)
+        say(f"ACK enroll {name}")
     g.close()
-    print("DONE", flush=True)
+    say("DONE")
     return 0
 
 
@@ -172,6 +179,13 @@ def check(gallery: Path, expected: set[str], removed: set[str], in_flight: str |
     return counts, problems, in_flight_present
 
 
+def whole_lines(read: list[str], rest: bytes) -> list[str]:
+    """The child's lines, from those already read and the rest of its output. Only whole lines
+    count: a line the kill cut short was not said (an ACK cut short leaves its operation in
+    flight, which is what it is)."""
+    return ("".join(read) + rest.decode(errors="replace")).split("\n")[:-1]
+
+
 def parent(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sigedge-kill-"))
@@ -209,7 +223,7 @@ def parent(args: argparse.Namespace) -> dict:
             os.kill(proc.pid, signal.SIGKILL)
             killed = True
         out, err = proc.communicate()
-        lines += out.decode().splitlines()
+        lines = whole_lines(lines, out)
         if proc.returncode not in (0, -signal.SIGKILL):
             stats["child_errors"] += 1
             problems.append(f"round {r}: child exited {proc.returncode}: {err.decode()[-500:]}")

@@ -113,3 +113,15 @@ def test_sigkill_at_random_moments(tmp_path):
         assert result[key] == 0, (key, result["problems"])
     assert result["acknowledged_enrolments"] > 0
     assert proc.returncode == 0
+
+
+def test_kill_benchmark_counts_only_whole_lines(monkeypatch):
+    """A kill can cut the child's last line short (under PYTHONUNBUFFERED a line was once
+    written in parts); a cut line was not said, so an ACK cut short is no acknowledgement."""
+    monkeypatch.syspath_prepend(str(KILL_SCRIPT.parent))
+    from gallery_kill import whole_lines
+
+    assert whole_lines(["READY\n"], b"BEGIN enroll r1-w0\nACK enroll r1-w0\nBEGIN enroll r1-w1\nACK enr") == [
+        "READY", "BEGIN enroll r1-w0", "ACK enroll r1-w0", "BEGIN enroll r1-w1"]
+    assert whole_lines(["REA"], b"") == []
+    assert whole_lines(["READY\n"], b"DONE\n") == ["READY", "DONE"]
