@@ -31,7 +31,12 @@ Methods compared on the same trials: ``hog`` (HOG + cosine, the baseline of
 ``benchmarks/hog_baseline.py``), ``hog-shift`` (the same minus the references' mean cosine
 to each other: a fixed per-writer normalisation), and the classifier on ``shape``,
 ``shape+scalar``, ``shape+scalar+ink`` (and, where ``int8`` is given, ``int8`` alone,
-``int8+scalar``, ``int8+shape``, ``int8+shape+scalar``, ``int8+shape+scalar+ink``).
+``int8+scalar``, ``int8+shape``, ``int8+shape+scalar``, ``int8+shape+scalar+ink``; and
+next to the shipped scorer's own choice, ``int8+geo`` (the cosine with the ink's aspect ratio
+and connected regions): ``+shape``, ``+shape16`` (the half-resolution HOG and the profiles
+only, a fifth of the storage), ``+spread`` (the closest and farthest reference's cosine and
+the cosine to the references' centroid) and, with ``--background``, ``+wd`` / ``+wdraw``
+(``benchmarks/writer_models.py``'s per-writer direction against the fold's training writers).
 
 The regression is ``export.scoring``'s logistic regression, here with a ridge penalty (1 on
 standardised features) because the feature sets are wide and nearly collinear. The
@@ -78,6 +83,10 @@ COLLECTIONS = ("sigcomp2011_dutch", "ssbi")
 SHAPE = ["hog8", "hog16", "density", "x_profile", "y_profile"] + [f"hog8_r{i}" for i in range(8)] + \
     [f"hog16_r{i}" for i in range(3)]
 SCALAR = ["aspect", "ink_fraction", "stroke_width", "components"]
+SPREAD = ["int8_max", "int8_min", "int8_centroid"]
+GEO = ["aspect", "components"]  # the two ink statistics the shipped scorer uses
+# the half-resolution part of SHAPE only: about a fifth of its size to store per reference
+SHAPE16 = ["hog16", "density", "x_profile", "y_profile"] + [f"hog16_r{i}" for i in range(3)]
 INK = ["darkness"]
 GROUPS = {"shape": SHAPE, "shape+scalar": SHAPE + SCALAR, "shape+scalar+ink": SHAPE + SCALAR + INK}
 
@@ -142,6 +151,46 @@ def mean_features(pairs: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([p[k] for p in pairs])) for k in pairs[0]}
 
 
+def spread_features(query: Signature, refs: list[Signature]) -> dict[str, float]:
+    """How the query's embedding cosines spread over the references, beyond their mean: the
+    closest and farthest reference, and the cosine to the references' centroid."""
+    if query.embedding is None or any(r.embedding is None for r in refs):
+        return {}
+    emb = np.stack([r.embedding for r in refs])
+    cos = emb @ query.embedding
+    centroid = emb.mean(axis=0)
+    return {"int8_max": float(cos.max()), "int8_min": float(cos.min()),
+            "int8_centroid": float(centroid @ query.embedding / (np.linalg.norm(centroid) + 1e-9))}
+
+
+def direction_features(query: Signature, refs: list[Signature], bg) -> dict[str, float]:
+    """``benchmarks/writer_models.py``'s per-writer direction against a background (``bg``,
+    its ``Background``): the query's projection on it (``int8_wdraw``) and the same
+    standardised by the references' own projections (``int8_wd``)."""
+    if bg is None or query.embedding is None:
+        return {}
+    wr = bg.whitened(np.stack([r.embedding for r in refs]))
+    direction = wr.mean(axis=0) - bg.whitened_mean
+    direction /= np.linalg.norm(direction) + 1e-12
+    proj_q, proj_r = float(bg.whitened(query.embedding[None])[0] @ direction), wr @ direction
+    return {"int8_wdraw": proj_q, "int8_wd": (proj_q - proj_r.mean()) / (proj_r.std() + 0.05)}
+
+
+def own_direction(refs: list[Signature], bg) -> dict[str, float]:
+    if bg is None or refs[0].embedding is None:
+        return {}
+    proj = [direction_features(r, refs, bg) for r in refs]
+    return {"int8_wdraw": float(np.mean([p["int8_wdraw"] for p in proj])), "int8_wd": 0.0}
+
+
+def own_spread(refs: list[Signature]) -> dict[str, float]:
+    """The same quantities among the references: each against the others, averaged."""
+    if len(refs) < 2 or any(r.embedding is None for r in refs):
+        return {}
+    rows = [spread_features(r, refs[:i] + refs[i + 1:]) for i, r in enumerate(refs)]
+    return mean_features(rows)
+
+
 @dataclass
 class Trials:
     """Protocol trials: for each, the query-to-references features and the references' own."""
@@ -158,7 +207,7 @@ class Trials:
 
 
 def make_trials(sigs: dict[str, Signature], rows: list[dict], refs: int, seed: int,
-                max_random: int | None = None) -> Trials:
+                max_random: int | None = None, bg=None) -> Trials:
     """The protocol of ``sigedge evaluate`` on these rows (random impostors: same collection)."""
     rng = np.random.default_rng(seed)
     by_writer: dict[tuple[str, str], list[dict]] = {}
@@ -174,7 +223,8 @@ def make_trials(sigs: dict[str, Signature], rows: list[dict], refs: int, seed: i
         chosen = [gen[i] for i in sorted(rng.choice(len(gen), refs, replace=False))]
         ref_sigs = [sigs[p] for p in chosen]
         own = mean_features([pair_features(ref_sigs[i], ref_sigs[j])
-                             for i in range(refs) for j in range(i + 1, refs)])
+                             for i in range(refs) for j in range(i + 1, refs)]) | own_spread(ref_sigs) \
+            | own_direction(ref_sigs, bg)
         randoms = [p for (c, w), g in sorted(genuine.items()) if c == coll and w != writer for p in g]
         if max_random is not None and len(randoms) > max_random:
             randoms = [randoms[i] for i in sorted(rng.choice(len(randoms), max_random, replace=False))]
@@ -182,7 +232,8 @@ def make_trials(sigs: dict[str, Signature], rows: list[dict], refs: int, seed: i
                    + [(r["path"], "skilled") for r in members if r["kind"] == "forgery"]
                    + [(p, "random") for p in randoms])
         for path, kind in queries:
-            out.query.append(mean_features([pair_features(sigs[path], s) for s in ref_sigs]))
+            out.query.append(mean_features([pair_features(sigs[path], s) for s in ref_sigs])
+                             | spread_features(sigs[path], ref_sigs) | direction_features(sigs[path], ref_sigs, bg))
             out.own.append(own)
             out.kind.append(kind)
             out.collection.append(coll)
@@ -219,15 +270,23 @@ def rates(scores: np.ndarray, kind: np.ndarray) -> dict:
             "frr_at_far1_skilled": frr_at_far(g, s, 0.01), "n": [len(g), len(s), len(r)]}
 
 
-def evaluate_fold(fold: int, sigs: dict[str, Signature], draws: int, refs: int, with_int8: bool) -> dict:
+def evaluate_fold(fold: int, sigs: dict[str, Signature], draws: int, refs: int, with_int8: bool, bg=None) -> dict:
     parts = read_fold(fold)
-    train = [make_trials(sigs, parts["train"], refs, 1000 + d, max_random=40) for d in range(3)]
-    val = [make_trials(sigs, parts["val"], refs, d) for d in range(draws)]
+    train = [make_trials(sigs, parts["train"], refs, 1000 + d, max_random=40, bg=bg) for d in range(3)]
+    val = [make_trials(sigs, parts["val"], refs, d, bg=bg) for d in range(draws)]
     groups = dict(GROUPS)
     if with_int8:
         groups.update({"int8": ["int8"], "int8+scalar": ["int8"] + SCALAR, "int8+shape": ["int8"] + SHAPE,
                        "int8+shape+scalar": ["int8"] + SHAPE + SCALAR,
-                       "int8+shape+scalar+ink": ["int8"] + SHAPE + SCALAR + INK})
+                       "int8+shape+scalar+ink": ["int8"] + SHAPE + SCALAR + INK,
+                       "int8+geo": ["int8"] + GEO, "int8+shape+geo": ["int8"] + SHAPE + GEO,
+                       "int8+shape16+geo": ["int8"] + SHAPE16 + GEO,
+                       "int8+spread+geo": ["int8"] + SPREAD + GEO,
+                       "int8+spread+shape16+geo": ["int8"] + SPREAD + SHAPE16 + GEO})
+    if with_int8 and bg is not None:
+        groups.update({"int8+wd+geo": ["int8", "int8_wd"] + GEO, "int8+wdraw+geo": ["int8", "int8_wdraw"] + GEO,
+                       "int8+wd+wdraw+geo": ["int8", "int8_wd", "int8_wdraw"] + GEO,
+                       "int8+wd+wdraw+shape16+geo": ["int8", "int8_wd", "int8_wdraw"] + SHAPE16 + GEO})
     methods = {"hog": lambda t: np.array([q["hog8"] for q in t.query]),
                "hog-shift": lambda t: np.array([q["hog8"] - o["hog8"] for q, o in zip(t.query, t.own)])}
     if with_int8:
@@ -254,6 +313,23 @@ def evaluate_fold(fold: int, sigs: dict[str, Signature], draws: int, refs: int, 
     return result
 
 
+def fold_background(fold: int, pipe, sigs: dict[str, Signature], shrink: float):
+    """``writer_models.Background`` of the fold's training writers' genuines (all collections)."""
+    from writer_models import Background, read_background
+
+    rows, vectors = [], []
+    for r in read_background(fold):
+        if r["path"] in sigs:
+            vectors.append(sigs[r["path"]].embedding)
+        else:
+            try:
+                vectors.append(pipe.embed(load_image(r["path"])))
+            except SigedgeError:
+                continue
+        rows.append(r["writer"])
+    return Background(np.stack(vectors).astype(np.float64), rows, shrink)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", default="0,1,2,3")
@@ -261,6 +337,10 @@ def main(argv=None) -> int:
     ap.add_argument("--refs", type=int, default=5)
     ap.add_argument("--embedder", action="append", default=[], metavar="K=BUNDLE",
                     help="add this bundle's int8 cosine as a feature on fold K")
+    ap.add_argument("--background", action="store_true",
+                    help="add benchmarks/writer_models.py's per-writer direction against the fold's "
+                         "training writers (int8_wd, int8_wdraw) as features")
+    ap.add_argument("--shrink", type=float, default=0.1, help="its whitening's ridge")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -273,13 +353,15 @@ def main(argv=None) -> int:
     report = {"command": "python benchmarks/learned_scorer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "refs": args.refs, "draws": args.draws, "folds": []}
     for k in folds:
-        sigs = base
+        sigs, bg = base, None
         if k in bundles:
             pipe = Pipeline(bundles[k], PipelineOptions(precision="int8"))
             sigs = {}
             for p, s in base.items():
                 sigs[p] = Signature(**{**s.__dict__, "embedding": pipe.embed(load_image(p))})
-        fold = evaluate_fold(k, sigs, args.draws, args.refs, k in bundles)
+            if args.background:
+                bg = fold_background(k, pipe, sigs, args.shrink)
+        fold = evaluate_fold(k, sigs, args.draws, args.refs, k in bundles, bg)
         report["folds"].append(fold)
         for name, per in fold["methods"].items():
             print(f"fold {k} {name:28s} " + "  ".join(
