@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from learned_scorer import read_fold  # noqa: E402
 
+from export.fit_scorer import fit_background  # noqa: E402
 from export.scoring import fit_logistic  # noqa: E402
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
@@ -93,28 +94,19 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 class Background:
-    """Population statistics of the background embeddings."""
+    """Population statistics of the background embeddings (the runtime's
+    :class:`sigedge.scoring.ScorerBackground`, fitted as ``export/fit_scorer.py`` does)."""
 
     def __init__(self, vectors: np.ndarray, writers: list[str], shrink: float):
         self.vectors = vectors
-        self.mean = vectors.mean(axis=0)
-        centred = unit(vectors - self.mean)
-        within = np.zeros((vectors.shape[1],) * 2)
-        labels = np.array(writers)
-        for w in np.unique(labels):
-            d = centred[labels == w] - centred[labels == w].mean(axis=0)
-            within += d.T @ d
-        within /= len(vectors)
-        within += shrink * np.trace(within) / len(within) * np.eye(len(within))
-        vals, vecs = np.linalg.eigh(within)
-        self.whiten = vecs @ np.diag(vals ** -0.5) @ vecs.T
-        self.whitened_mean = self.whitened(vectors).mean(axis=0)
+        self.fitted = fit_background(vectors, writers, shrink)
+        self.mean, self.whitened_mean = self.fitted.mean, self.fitted.whitened_mean
 
     def centred(self, x: np.ndarray) -> np.ndarray:
         return unit(x - self.mean)
 
     def whitened(self, x: np.ndarray) -> np.ndarray:
-        return unit(self.centred(x) @ self.whiten)
+        return self.fitted.whitened(x)
 
 
 def score_writer(bg: Background, refs: np.ndarray, queries: np.ndarray) -> dict[str, np.ndarray]:

@@ -4,6 +4,7 @@
     python -m export.fit_scorer --bundle runs/embedder-fold1/bundle --splits training/splits/fold1
     python -m export.fit_scorer --dry-run                          # fit and report, write nothing
     python -m export.fit_scorer --query-rotations 0                # calibrate a bundle that turns no query
+    python -m export.fit_scorer --background                       # also weigh a background of other writers
 
 Each validation query is scored at its best of the query rotations (``QUERY_ROTATIONS``,
 -10, 0 and 10 degrees by default), as verification then scores it; the fit itself (step 2)
@@ -40,6 +41,13 @@ with all four statistics; ``STATISTICS`` below says why two).
    statistics are scored with); ``identification.threshold`` stays on the cosine. Model files
    are untouched.
 
+With ``--background`` the fit first summarises the genuine signatures of the *training*
+writers of all three collections (:class:`sigedge.scoring.ScorerBackground`: their mean,
+a whitening by their within-writer covariance, their whitened mean; stored in the manifest
+as ``verification.scorer.background``) and the scorer gains one feature and its "minus the
+references" twin: the query's projection on its references' direction away from those
+writers (``benchmarks/writer_models.py`` measured the idea first).
+
 Writing refuses a scorer that does worse than the plain cosine on the validation writers
 (the mean change of every EER reported, each a mean over draws).
 """
@@ -54,14 +62,14 @@ from pathlib import Path
 
 import numpy as np
 
-from export.scoring import (EVAL_REFERENCES, FIT_COLLECTIONS, SPLITS, _shown, bundle_arguments,
+from export.scoring import (EVAL_REFERENCES, FIT_COLLECTIONS, SPLITS, _shown, bundle_arguments, embed_rows,
                             fit_logistic, read_split, trials)
 from sigedge import Pipeline, PipelineOptions
 from sigedge.cli_common import parse_rotations
 from sigedge.errors import SigedgeError, UsageError
 from sigedge.evaluate import protocol_scores, stack_variants
 from sigedge.evaluate_cli import over_draws
-from sigedge.scoring import INK_STATISTICS, LearnedScorer, scorer_features
+from sigedge.scoring import INK_STATISTICS, LearnedScorer, ScorerBackground, scorer_features
 
 log = logging.getLogger("export.fit_scorer")
 #: The ink statistics the shipped scorer uses: the geometric ones. Ink fraction and stroke
@@ -77,12 +85,48 @@ RIDGE = 1.0
 #: a ±15° turn from 2.2-5.6 points to at most 2.0 (model card, "Query rotations");
 #: ``--query-rotations 0`` calibrates a bundle that turns no query.
 QUERY_ROTATIONS = (-10.0, 0.0, 10.0)
+#: Ridge of the background's within-writer covariance, as a share of its mean variance
+#: (``--background``; the value ``benchmarks/writer_models.py`` measured with, not tuned).
+BACKGROUND_SHRINK = 0.1
 
 
-def feature_names(statistics: tuple[str, ...]) -> list[str]:
+def feature_names(statistics: tuple[str, ...], background: bool = False) -> list[str]:
     """Names of the scorer's features, in the order of its weights."""
-    own = ["cosine", *statistics]
+    own = ["cosine", *statistics] + (["direction"] if background else [])
     return own + [f"{n}-references" for n in own]
+
+
+def fit_background(vectors: np.ndarray, writers: list[str], shrink: float = BACKGROUND_SHRINK) -> ScorerBackground:
+    """:class:`ScorerBackground` of these embeddings (rows) of these writers: their mean, the
+    whitening by their within-writer covariance of the centred, unit-length vectors (plus
+    ``shrink`` times its mean variance on the diagonal), and their whitened mean."""
+    vectors = np.asarray(vectors, np.float64)
+    labels = np.asarray(writers)
+    if len(set(writers)) < 2 or len(vectors) <= vectors.shape[1]:
+        raise UsageError(f"a scorer background needs several writers and more signatures than the embedding has "
+                         f"dimensions ({vectors.shape[1]}); got {len(vectors)} of {len(set(writers))} writer(s)")
+    mean = vectors.mean(axis=0)
+    centred = vectors - mean
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True) + 1e-12
+    within = np.zeros((vectors.shape[1],) * 2)
+    for w in np.unique(labels):
+        d = centred[labels == w] - centred[labels == w].mean(axis=0)
+        within += d.T @ d
+    within /= len(vectors)
+    within += shrink * np.trace(within) / len(within) * np.eye(len(within))
+    vals, vecs = np.linalg.eigh(within)
+    whiten = vecs @ np.diag(vals ** -0.5) @ vecs.T
+    partial = ScorerBackground(mean=mean, whiten=whiten, whitened_mean=np.zeros_like(mean))
+    return ScorerBackground(mean=mean, whiten=whiten, whitened_mean=partial.whitened(vectors).mean(axis=0),
+                            info={"signatures": int(len(vectors)), "writers": int(len(set(writers))),
+                                  "shrink": shrink})
+
+
+def background_rows(splits: Path) -> list[tuple[Path, str, str]]:
+    """The genuine signatures of the training writers of every collection (writer ids made
+    unique across collections): the embedder's own writers, never a validation one."""
+    return [(path, f"{c}/{writer}", kind) for c in EVAL_REFERENCES
+            for path, writer, kind in read_split(splits / f"{c}_train.csv") if kind == "genuine"]
 
 
 def describe_rows(pipe: Pipeline, rows: list[tuple[Path, str, str]]
@@ -126,20 +170,24 @@ def describe_queries(pipe: Pipeline, rows: list[tuple[Path, str, str]]
 
 
 def scorer_trials(emb: np.ndarray, ink: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
-                  statistics: tuple[str, ...] = STATISTICS) -> tuple[np.ndarray, np.ndarray]:
-    """Trial features (N, 2 * (1 + len(statistics))) and kinds, with the draws of
-    :func:`export.scoring.trials`."""
+                  statistics: tuple[str, ...] = STATISTICS, background: ScorerBackground | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Trial features (N, 2 * F; :func:`sigedge.scoring.scorer_features`) and kinds, with the
+    draws of :func:`export.scoring.trials`."""
     ink = ink[:, [INK_STATISTICS.index(s) for s in statistics]]
     x, kind, _ = trials(emb, writers, kinds, refs, seed,
-                        features=lambda chosen, rows: scorer_features(emb[rows], ink[rows], emb[chosen], ink[chosen]))
+                        features=lambda chosen, rows: scorer_features(emb[rows], ink[rows], emb[chosen], ink[chosen],
+                                                                      background=background))
     return x, kind
 
 
 def fit_scorer(sets: list[tuple[np.ndarray, np.ndarray, list[str], list[str]]], refs: list[int],
-               draws: int = 3, statistics: tuple[str, ...] = STATISTICS) -> tuple[LearnedScorer, dict]:
+               draws: int = 3, statistics: tuple[str, ...] = STATISTICS,
+               background: ScorerBackground | None = None) -> tuple[LearnedScorer, dict]:
     """The scorer fitted on the trials of the given described sets (pooled), with ``refs[i]``
     references a writer in set ``i``."""
-    parts = [[scorer_trials(*s, r, 1000 + d, statistics) for d in range(draws)] for s, r in zip(sets, refs)]
+    parts = [[scorer_trials(*s, r, 1000 + d, statistics, background) for d in range(draws)]
+             for s, r in zip(sets, refs)]
     x = np.vstack([p[0] for per_set in parts for p in per_set])
     kind = np.concatenate([p[1] for per_set in parts for p in per_set])
     if not (kind == "genuine").any() or (kind == "genuine").all():
@@ -150,11 +198,12 @@ def fit_scorer(sets: list[tuple[np.ndarray, np.ndarray, list[str], list[str]]], 
     coef, intercept = fit_logistic(x, (kind == "genuine").astype(float), weight, l2=RIDGE)
     if coef[0] <= 0:
         raise SigedgeError("the fitted weight of the cosine is not positive; refusing the scorer")
-    n = 1 + len(statistics)
+    n = x.shape[1] // 2
     own = x[:, :n] - x[:, n:]  # the references' own features, trial by trial (fit_bundle replaces
     # this default by the validation writers' own: training writers' references agree more)
     scorer = LearnedScorer(coef=tuple(float(c) for c in coef), intercept=float(intercept),
-                           own_default=tuple(float(v) for v in own.mean(axis=0)), statistics=statistics)
+                           own_default=tuple(float(v) for v in own.mean(axis=0)), statistics=statistics,
+                           background=background)
     info = {"trials": int(len(kind)), "trials_by_kind": {k: int((kind == k).sum()) for k in ("genuine", "skilled", "random")}}
     return scorer, info
 
@@ -220,16 +269,18 @@ def validation_own_features(scorer: LearnedScorer, val: dict) -> tuple[float, ..
     own = []
     for coll in FIT_COLLECTIONS:
         emb, ink, writers, kinds = val[coll]
-        x, _ = scorer_trials(emb, ink, writers, kinds, EVAL_REFERENCES[coll], 0, scorer.statistics)
-        n = 1 + len(scorer.statistics)
+        x, _ = scorer_trials(emb, ink, writers, kinds, EVAL_REFERENCES[coll], 0, scorer.statistics, scorer.background)
+        n = x.shape[1] // 2
         own.append(x[:, :n] - x[:, n:])
     return tuple(float(v) for v in np.vstack(own).mean(axis=0))
 
 
 def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, draws: int = 10,
                command: str = "python -m export.fit_scorer",
-               query_rotations: tuple[float, ...] = QUERY_ROTATIONS) -> dict:
-    """Fit, report and (with ``write``) rewrite the bundle's verification block."""
+               query_rotations: tuple[float, ...] = QUERY_ROTATIONS, background: bool = False) -> dict:
+    """Fit, report and (with ``write``) rewrite the bundle's verification block (with
+    ``background``, the scorer also weighs the query's projection on its references' direction
+    away from the training writers, :class:`sigedge.scoring.ScorerBackground`)."""
     from export.export_embedder import calibrate, decision_band
 
     pipe = Pipeline(bundle, PipelineOptions(precision="int8", scorer="cosine", query_rotations=query_rotations))
@@ -238,8 +289,15 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
     if pipe.bundle.verification.get("writer_normalisation"):
         raise UsageError("the bundle states a writer normalisation; a bundle is calibrated for one scorer")
     fit_sets = [describe_rows(pipe, read_split(splits / f"{c}_train.csv")) for c in FIT_COLLECTIONS]
-    scorer, info = fit_scorer(fit_sets, [EVAL_REFERENCES[c] for c in FIT_COLLECTIONS])
-    names = feature_names(scorer.statistics)
+    population = None
+    if background:
+        vectors, writers, _ = embed_rows(pipe, background_rows(splits))
+        population = fit_background(vectors, writers)
+        population.info["fitted_on"] = (f"the genuine signatures of the training writers of {', '.join(EVAL_REFERENCES)} "
+                                        f"in {_shown(splits)}")
+        log.info("background: %d signatures of %d writers", len(vectors), len(set(writers)))
+    scorer, info = fit_scorer(fit_sets, [EVAL_REFERENCES[c] for c in FIT_COLLECTIONS], background=population)
+    names = feature_names(scorer.statistics, population is not None)
     log.info("scorer fitted on %d trials: weights %s, intercept %.3f", info["trials"],
              {n: round(c, 3) for n, c in zip(names, scorer.coef)}, scorer.intercept)
     val, variants = {}, {}
@@ -304,6 +362,7 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
             "own_default_from": "the validation writers' references among themselves (5 references, draw 0)",
             "command": command, **info, "validation_eer": report, "validation_draws": draws,
             "one_reference_at_default_threshold": one_reference,
+            **({"background": scorer.background.to_manifest()} if scorer.background is not None else {}),
         },
         "thresholds": thresholds,
         "band": decision_band(thresholds),
@@ -341,13 +400,16 @@ def main(argv=None) -> int:
     ap.add_argument("--query-rotations", default=",".join(f"{a:g}" for a in QUERY_ROTATIONS),
                     help="angles (degrees, comma-separated, with 0) a query is also scored at, its best counting; "
                          "the thresholds are calibrated so (default: %(default)s; 0 turns no query)")
+    ap.add_argument("--background", action="store_true",
+                    help="also weigh the query's projection on its references' direction away from the training "
+                         "writers (the bundle's manifest then carries their mean and whitening)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = " ".join(["python -m export.fit_scorer", *(sys.argv[1:] if argv is None else argv)])
     try:
         rotations = parse_rotations(args.query_rotations)  # as sigedge verify --query-rotations reads it
         ver = fit_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws, command=command,
-                         query_rotations=rotations)
+                         query_rotations=rotations, background=args.background)
     except SigedgeError as exc:  # a refused fit or bad input: one line, no traceback
         log.error("%s", exc)
         return 2 if isinstance(exc, UsageError) else 1

@@ -160,3 +160,72 @@ def test_fit_bundle_calibrates_the_query_rotations_by_default_and_reports_them(t
         __import__("sigedge.scoring", fromlist=["x"]).WriterNormalisation(0.4, 0.8), {"trials": 1}))
     assert calibrate_bundle(bundle, splits, draws=1, fit_part="val")["query_rotations"] == [0.0]
     assert Pipeline(bundle).query_rotations == (0.0,)
+
+
+def test_fit_background_needs_several_writers_and_enough_signatures():
+    from export.fit_scorer import fit_background
+    from sigedge.errors import UsageError
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(UsageError, match="several writers"):
+        fit_background(rng.normal(size=(50, 8)), ["one"] * 50)
+    with pytest.raises(UsageError, match="more signatures"):
+        fit_background(rng.normal(size=(6, 8)), ["a", "b"] * 3)
+
+
+def test_fit_scorer_with_a_background_adds_the_direction_pair():
+    from export.fit_scorer import fit_background
+
+    emb, ink, writers, kinds = with_ink(0)
+    genuine = [i for i, k in enumerate(kinds) if k == "genuine"]
+    background = fit_background(emb[genuine], [writers[i] for i in genuine])
+    scorer, _ = fit_scorer([with_ink(1), with_ink(2)], refs=[5, 5], background=background)
+    assert len(scorer.coef) == len(feature_names(STATISTICS, background=True)) == 2 * (2 + len(STATISTICS))
+    assert len(scorer.own_default) == 2 + len(STATISTICS) and scorer.background is background
+
+
+def test_fit_bundle_with_a_background_writes_it_and_the_pipeline_scores_with_it(tmp_path, monkeypatch):
+    import export.fit_scorer as fs
+    from sigedge.scoring import ScorerBackground
+
+    seen = {}
+
+    def small_background(vectors, writers, shrink=0.1):  # the generated splits have fewer signatures than dims
+        seen["writers"] = sorted(set(writers))
+        mean = np.asarray(vectors, np.float64).mean(axis=0)
+        return ScorerBackground(mean=mean, whiten=np.eye(len(mean)), whitened_mean=np.zeros_like(mean))
+
+    def fit(sets, refs, background=None, **kw):  # the cosine's weights (the fit itself is tested above)
+        n = 2 + len(STATISTICS)
+        return LearnedScorer(coef=(10.0,) + (0.0,) * (2 * n - 1), intercept=-8.0,
+                             own_default=(0.9,) + (0.1,) * (n - 1), statistics=STATISTICS,
+                             background=background), {"trials": 1}
+
+    monkeypatch.setattr(fs, "fit_background", small_background)
+    monkeypatch.setattr(fs, "fit_scorer", fit)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    splits = fake_splits(tmp_path)
+    ver = fit_bundle(bundle, splits, draws=1, background=True)
+    # the training writers of every collection, never a validation one
+    assert seen["writers"] and all("_val" not in w for w in seen["writers"])
+    assert {w.split("/")[0] for w in seen["writers"]} == {"sigcomp2011_dutch", "ssbi", "cross_media_chinese"}
+    block = json.loads((bundle / "manifest.json").read_text())["verification"]["scorer"]
+    assert block["features"][-1] == "direction-references" and len(block["coef"]) == len(block["features"])
+    assert block["background"]["dim"] == 128 and "training writers" in block["background"]["fitted_on"]
+    pipe = Pipeline(bundle)
+    assert pipe.scorer.background is not None
+    images = sorted((splits / "ssbi_val").glob("*.png"))
+    result = pipe.verify(images[0], images[1:4])
+    assert result.scorer == "learned" and 0.0 <= result.score <= 1.0
+    assert ver["scorer"]["background"] == block["background"]
+
+
+def test_fit_with_a_background_on_too_few_signatures_is_refused_in_one_line(tmp_path, caplog):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    before = (bundle / "manifest.json").read_bytes()
+    assert main(["--bundle", str(bundle), "--splits", str(fake_splits(tmp_path)), "--draws", "1",
+                 "--background"]) == 2
+    assert "more signatures than the embedding has dimensions" in caplog.text
+    assert (bundle / "manifest.json").read_bytes() == before

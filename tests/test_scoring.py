@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -358,3 +360,65 @@ def test_pipeline_query_rotations_score_the_best_angle(pipeline, caplog):
         turning.verify_features(described[:1], emb, ink)
     with pytest.raises(UsageError, match="must include 0"):
         Pipeline(options=PipelineOptions(query_rotations=(-5.0, 5.0)))
+
+
+def _background(dim=8, seed=0):
+    from export.fit_scorer import fit_background
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, dim))
+    vectors = np.concatenate([c + rng.normal(scale=0.3, size=(6, dim)) for c in centres])
+    writers = [f"w{i}" for i in range(12) for _ in range(6)]
+    return fit_background(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), writers), centres
+
+
+def test_scorer_background_projects_a_writers_own_signatures_further_along_its_direction():
+    background, centres = _background()
+    rng = np.random.default_rng(1)
+    refs = centres[3] + rng.normal(scale=0.3, size=(5, 8))
+    same, other = centres[3] + rng.normal(scale=0.3, size=8), centres[7] + rng.normal(scale=0.3, size=8)
+    proj, own = background.projections(np.stack([same, other]), refs)
+    assert proj[0] > proj[1] and -1.0 <= proj[1] <= proj[0] <= 1.0
+    assert own > proj[1]
+
+
+def test_scorer_background_survives_the_manifest_and_refuses_a_malformed_one():
+    from sigedge.errors import ModelError
+    from sigedge.scoring import ScorerBackground
+
+    background, _ = _background()
+    block = json.loads(json.dumps(background.to_manifest()))
+    again = ScorerBackground.from_manifest(block)
+    x = np.random.default_rng(2).normal(size=(3, 8))
+    np.testing.assert_allclose(again.whitened(x), background.whitened(x), atol=1e-5)  # float32 in the manifest
+    assert block["signatures"] == 72 and block["writers"] == 12
+    for broken in ({**block, "dim": 7}, {k: v for k, v in block.items() if k != "whiten"}, {**block, "mean": "!!"}):
+        with pytest.raises(ModelError):
+            ScorerBackground.from_manifest(broken)
+
+
+def test_learned_scorer_with_a_background_weighs_the_direction_and_checks_its_weights():
+    from sigedge.errors import ModelError
+    from sigedge.scoring import LearnedScorer, scorer_features
+
+    background, centres = _background()
+    rng = np.random.default_rng(3)
+    refs = centres[2] + rng.normal(scale=0.3, size=(4, 8))
+    ref_ink = np.zeros((4, 4), np.float32)
+    x = scorer_features(refs[:1], np.zeros((1, 1)), refs, ref_ink[:, :1], background=background)
+    assert x.shape == (1, 6)  # cosine, aspect, direction; each minus the references' own
+    with pytest.raises(ModelError, match="and a background needs 6 weights"):
+        LearnedScorer(coef=(1.0,) * 4, intercept=0.0, own_default=(0.9, 0.1), statistics=("log_aspect",),
+                      background=background)
+    only_direction = LearnedScorer(coef=(0.0, 0.0, 10.0, 0.0, 0.0, 0.0), intercept=0.0,
+                                   own_default=(0.9, 0.1, 0.5), statistics=("log_aspect",), background=background)
+    same, other = centres[2] + rng.normal(scale=0.3, size=8), centres[9] + rng.normal(scale=0.3, size=8)
+    ink = np.zeros(4, np.float32)
+    assert only_direction.score(same, ink, refs, ref_ink) > only_direction.score(other, ink, refs, ref_ink)
+    # one reference: the default stands in for the references' own features, direction included
+    assert only_direction.decision_many(same[None], ink[None], refs[:1], ref_ink[:1]).shape == (1,)
+    manifest_block = {"coef": list(only_direction.coef), "intercept": 0.0, "own_default": [0.9, 0.1, 0.5],
+                      "ink_statistics": ["log_aspect"], "background": background.to_manifest()}
+    loaded = LearnedScorer.from_manifest(manifest_block)
+    assert loaded.score(same, ink, refs, ref_ink) == pytest.approx(only_direction.score(same, ink, refs, ref_ink),
+                                                                   abs=1e-4)
