@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,6 +26,15 @@ from .scoring import LearnedScorer, cosine_similarities, fuse_scores, ink_statis
 from .synth import synthetic_signature
 
 __all__ = ["run_bench", "print_bench", "time_stage"]
+
+
+def _without_background(scorer: LearnedScorer) -> LearnedScorer:
+    """``scorer`` without its background and the two weights of its direction feature (the
+    last of each half): only for timing, its scores mean nothing."""
+    n = len(scorer.coef) // 2
+    keep = [i for i in range(2 * n) if i not in (n - 1, 2 * n - 1)]
+    return replace(scorer, background=None, coef=tuple(scorer.coef[i] for i in keep),
+                   own_default=scorer.own_default[:-1])
 
 
 def time_stage(fn: Callable[[object], object], inputs: Sequence[object], repeat: int) -> dict:
@@ -89,6 +99,13 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         stages["ink_statistics"] = time_stage(ink_statistics, canvases, repeat)
         stages["score_learned"] = time_stage(lambda i: scorer.score(embeddings["embedder"][i], inks[i], refs, inks[:5]),
                                              list(range(len(canvases))), repeat)
+        if scorer.background is not None:  # the same scorer less its direction feature: what the background costs
+            plain = _without_background(scorer)
+            stages["score_learned_without_background"] = time_stage(
+                lambda i: plain.score(embeddings["embedder"][i], inks[i], refs, inks[:5]), list(range(len(canvases))),
+                repeat)
+            report["score_background_cost_vs_without"] = (stages["score_learned"]["p50_ms"]
+                                                          / stages["score_learned_without_background"]["p50_ms"])
     if "embed_int8" in stages and "embed_float32" in stages:
         report["int8_speedup_vs_float"] = stages["embed_float32"]["p50_ms"] / stages["embed_int8"]["p50_ms"]
         report["int8_size_ratio_vs_float"] = (report["models"]["embedder"]["bytes"]
@@ -190,6 +207,9 @@ def print_bench(report: dict) -> None:
         typer.echo(f"\nint8 vs float: {report['int8_speedup_vs_float']:.2f}x faster, "
                    f"{report['int8_size_ratio_vs_float']:.2f}x the size, "
                    f"embedding cosine {report['int8_vs_float_embedding_cosine']:.4f}")
+    if "score_background_cost_vs_without" in report:
+        typer.echo(f"learned scorer with its background: {report['score_background_cost_vs_without']:.2f}x the time "
+                   "of the same scorer without it")
     if "query_rotations_cost_vs_upright" in report:
         typer.echo(f"a query at the rotations {report['query_rotations']}: "
                    f"{report['query_rotations_cost_vs_upright']:.2f}x the time of an upright one")

@@ -198,6 +198,9 @@ def test_bench_json():
         st["describe_query"]["p50_ms"] / st["describe_upright"]["p50_ms"])
     assert rep["end_to_end_p50_ms"] == pytest.approx(
         st["decode"]["p50_ms"] + st["describe_query"]["p50_ms"] + 3 * st["score_learned"]["p50_ms"])
+    # the packaged scorer weighs a background of other writers: timed against itself without it
+    assert rep["score_background_cost_vs_without"] == pytest.approx(
+        st["score_learned"]["p50_ms"] / st["score_learned_without_background"]["p50_ms"])
 
 
 def test_bench_times_detection_on_given_pages(tmp_path):
