@@ -65,8 +65,9 @@ def evaluate_fold(fold: int, bundle: Path, draws: int) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def fold_arguments(doc: str | None, argv=None) -> tuple[argparse.Namespace, list[tuple[int, Path]]]:
+    """``--fold K=BUNDLE`` (repeatable), ``--draws`` and ``--out``, parsed; the folds as (K, bundle)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fold", action="append", required=True, metavar="K=BUNDLE",
                     help="a fold and its bundle, e.g. 1=runs/embedder-fold1/bundle (repeatable)")
     ap.add_argument("--draws", type=int, default=10)
@@ -78,7 +79,15 @@ def main(argv=None) -> int:
         k, _, path = text.partition("=")
         if not k.isdigit() or not path:
             ap.error(f"--fold K=BUNDLE, not {text!r}")
-        folds.append(evaluate_fold(int(k), Path(path), args.draws))
+        folds.append((int(k), Path(path)))
+    return args, folds
+
+
+def main(argv=None) -> int:
+    args, specs = fold_arguments(__doc__, argv)
+    folds = []
+    for k, bundle in specs:
+        folds.append(evaluate_fold(k, bundle, args.draws))
         f = folds[-1]
         print(f"fold {f['fold']}  " + "  ".join(
             f"{c}: {100 * f['search'][c]:.1f} vs {100 * f['upright'][c]:.1f}" for c in COLUMNS), flush=True)

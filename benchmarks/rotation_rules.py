@@ -26,9 +26,7 @@ tuning on the validation writers.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -39,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from crossval import split_dir  # noqa: E402
+from query_rotations import fold_arguments  # noqa: E402
 from robustness import describe_variants, rotate  # noqa: E402
 
 from export.scoring import read_split  # noqa: E402
@@ -110,18 +109,10 @@ def evaluate_fold(fold: int, bundle: Path, draws: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fold", action="append", required=True, metavar="K=BUNDLE")
-    ap.add_argument("--draws", type=int, default=10)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    args, specs = fold_arguments(__doc__, argv)
     folds = []
-    for text in args.fold:
-        k, _, path = text.partition("=")
-        if not k.isdigit() or not path:
-            ap.error(f"--fold K=BUNDLE, not {text!r}")
-        folds.append(evaluate_fold(int(k), Path(path), args.draws))
+    for k, bundle in specs:
+        folds.append(evaluate_fold(k, bundle, args.draws))
         for cond in ("clean", "rotated"):
             print(f"fold {k} {cond:8s} " + "  ".join(
                 f"{r} {100 * v['eer_skilled']:.1f}/{100 * v['eer_random']:.1f}" for r, v in folds[-1][cond].items()),
