@@ -149,6 +149,10 @@ class Pipeline:
                              "normalisation; a bundle is calibrated for one of them")
         #: the learned scorer the thresholds are calibrated for (None: the fused cosine)
         self.scorer = LearnedScorer.from_manifest(ver.get("scorer")) if self.options.scorer == "bundle" else None
+        background = None if self.scorer is None else self.scorer.background
+        if background is not None and len(background.mean) != self.dim:
+            raise ModelError(f"{self.bundle.directory}: the scorer's background has dimension {len(background.mean)}, "
+                             f"the embedder {self.dim}")
         #: per-writer normalisation the thresholds were calibrated with (None: plain fused cosine)
         self.normalisation = WriterNormalisation.from_manifest(ver.get("writer_normalisation"))
         if (self.normalisation is not None or self.scorer is not None) and self.fusion != ver.get("fusion", "mean"):

@@ -229,3 +229,17 @@ def test_fit_with_a_background_on_too_few_signatures_is_refused_in_one_line(tmp_
                  "--background"]) == 2
     assert "more signatures than the embedding has dimensions" in caplog.text
     assert (bundle / "manifest.json").read_bytes() == before
+
+
+def test_a_background_of_another_dimension_than_the_embedder_is_refused_at_load(tmp_path):
+    from sigedge.errors import ModelError
+    from sigedge.scoring import ScorerBackground
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    block = manifest["verification"]["scorer"]
+    block["background"] = ScorerBackground(mean=np.zeros(64), whiten=np.eye(64), whitened_mean=np.zeros(64)).to_manifest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="background has dimension 64, the embedder 128"):
+        Pipeline(bundle)
