@@ -31,6 +31,10 @@ Methods (higher is more genuine):
 * ``wd-lda-unwhitened``: ``wd-lda`` in the centred space, without the whitening;
 * ``z-cosine``: no background, a per-writer z-norm of the mean cosine by the references'
   own pairwise cosines (their mean and spread);
+* ``forgery-subspace``: in the whitened space, the query's squared distance from the references'
+  mean within the ``--forgery-dims`` directions along which the training writers' skilled
+  forgeries stray furthest from their writer's genuine mean (negated); ``-z``: over the
+  references' own mean squared distance there;
 * ``wd-logistic``: a per-writer logistic regression, the references against the background
   (the references weigh as much as the background; ridge 1 on standardised inputs), scored
   by its log-odds.
@@ -64,7 +68,8 @@ from sigedge.metrics import equal_error_rate, frr_at_far  # noqa: E402
 
 log = logging.getLogger("writer_models")
 COLLECTIONS = ("sigcomp2011_dutch", "ssbi")
-METHODS = ("cosine", "z-cosine", "centred", "wccn", "wd-lda", "wd-lda-raw", "wd-lda-unwhitened", "wd-logistic")
+METHODS = ("cosine", "z-cosine", "centred", "wccn", "wd-lda", "wd-lda-raw", "wd-lda-unwhitened", "wd-logistic",
+           "forgery-subspace", "forgery-subspace-z")
 
 
 def read_background(fold: int) -> list[dict]:
@@ -77,6 +82,33 @@ def read_background(fold: int) -> list[dict]:
                 if r["kind"] == "genuine":
                     rows.append({"path": str((split / r["path"]).resolve()), "writer": f"{coll}/{r['writer']}"})
     return rows
+
+
+def read_forgery_rows(fold: int) -> list[dict]:
+    """The fold's training writers of the collections with skilled forgeries: genuines and forgeries."""
+    split = ROOT / "training" / "splits" if fold == 0 else ROOT / "training" / "splits" / f"fold{fold}"
+    rows = []
+    for coll in COLLECTIONS:
+        with open(split / f"{coll}_train.csv", newline="", encoding="utf-8") as f:
+            rows += [{"path": str((split / r["path"]).resolve()), "writer": f"{coll}/{r['writer']}", "kind": r["kind"]}
+                     for r in csv.DictReader(f)]
+    return rows
+
+
+def forgery_subspace(bg: "Background", emb: dict[str, np.ndarray], rows: list[dict], dims: int) -> np.ndarray:
+    """(D, dims): in the whitened space, the directions along which the training writers' skilled
+    forgeries stray furthest from their writer's genuine mean (top eigenvectors of the forgeries'
+    scatter about it; the whitening already scales each direction by genuine variation)."""
+    deviations = []
+    for w in sorted({r["writer"] for r in rows}):
+        g = [emb[r["path"]] for r in rows if r["writer"] == w and r["kind"] == "genuine" and r["path"] in emb]
+        f = [emb[r["path"]] for r in rows if r["writer"] == w and r["kind"] == "forgery" and r["path"] in emb]
+        if len(g) < 2 or not f:
+            continue
+        deviations.append(bg.whitened(np.stack(f)) - bg.whitened(np.stack(g)).mean(axis=0))
+    d = np.vstack(deviations)
+    vals, vecs = np.linalg.eigh(d.T @ d / len(d))
+    return vecs[:, np.argsort(vals)[::-1][:dims]]
 
 
 def embed_all(pipe: Pipeline, paths: list[str]) -> dict[str, np.ndarray]:
@@ -109,7 +141,8 @@ class Background:
         return self.fitted.whitened(x)
 
 
-def score_writer(bg: Background, refs: np.ndarray, queries: np.ndarray) -> dict[str, np.ndarray]:
+def score_writer(bg: Background, refs: np.ndarray, queries: np.ndarray,
+                 subspace: np.ndarray | None = None) -> dict[str, np.ndarray]:
     out = {"cosine": (unit(queries) @ unit(refs).T).mean(axis=1),
            "centred": (bg.centred(queries) @ bg.centred(refs).T).mean(axis=1),
            "wccn": (bg.whitened(queries) @ bg.whitened(refs).T).mean(axis=1)}
@@ -130,10 +163,17 @@ def score_writer(bg: Background, refs: np.ndarray, queries: np.ndarray) -> dict[
     weight = np.r_[np.full(len(refs), len(bg.vectors) / len(refs)), np.ones(len(bg.vectors))]
     coef, intercept = fit_logistic(x, y, weight, l2=1.0)
     out["wd-logistic"] = queries @ coef + intercept
+    if subspace is not None:
+        centre = wr.mean(axis=0)
+        far_q = (((wq - centre) @ subspace) ** 2).sum(axis=1)
+        far_r = (((wr - centre) @ subspace) ** 2).sum(axis=1).mean()
+        out["forgery-subspace"] = -far_q
+        out["forgery-subspace-z"] = -far_q / (far_r + 1e-3)
     return out
 
 
-def evaluate_fold(fold: int, emb: dict[str, np.ndarray], bg: Background, refs: int, draws: int) -> dict:
+def evaluate_fold(fold: int, emb: dict[str, np.ndarray], bg: Background, refs: int, draws: int,
+                  subspace: np.ndarray | None = None) -> dict:
     val = read_fold(fold)["val"]
     result: dict = {}
     for coll in COLLECTIONS:
@@ -153,7 +193,8 @@ def evaluate_fold(fold: int, emb: dict[str, np.ndarray], bg: Background, refs: i
                 queries = ([(p, "genuine") for p in gen if p not in chosen]
                            + [(r["path"], "skilled") for r in rows if r["writer"] == w and r["kind"] == "forgery"]
                            + [(p, "random") for v in writers if v != w for p in genuine[v]])
-                s = score_writer(bg, np.stack([emb[p] for p in chosen]), np.stack([emb[p] for p, _ in queries]))
+                s = score_writer(bg, np.stack([emb[p] for p in chosen]), np.stack([emb[p] for p, _ in queries]),
+                                 subspace)
                 for m in METHODS:
                     scores[m].append(s[m])
                 kinds += [k for _, k in queries]
@@ -175,11 +216,14 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=3, help="reference draws per writer (seeds 0..N-1)")
     ap.add_argument("--refs", type=int, default=5)
     ap.add_argument("--shrink", type=float, default=0.1)
+    ap.add_argument("--forgery-dims", type=int, default=16,
+                    help="dimensions of the forgery subspace (forgery-subspace methods)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = {"command": "python benchmarks/writer_models.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "refs": args.refs, "draws": args.draws, "shrink": args.shrink, "folds": {}}
+              "refs": args.refs, "draws": args.draws, "shrink": args.shrink, "forgery_dims": args.forgery_dims,
+              "folds": {}}
     for spec in args.embedder:
         k, bundle = spec.split("=", 1)
         fold = int(k)
@@ -187,10 +231,12 @@ def main(argv=None) -> int:
         pipe = Pipeline(bundle, PipelineOptions(precision="int8"))
         background = read_background(fold)
         val_paths = sorted({r["path"] for r in read_fold(fold)["val"]})
-        emb = embed_all(pipe, val_paths + [r["path"] for r in background])
+        forgery_rows = read_forgery_rows(fold)
+        emb = embed_all(pipe, sorted(set(val_paths + [r["path"] for r in background] + [r["path"] for r in forgery_rows])))
         kept = [r for r in background if r["path"] in emb]
         bg = Background(np.stack([emb[r["path"]] for r in kept]), [r["writer"] for r in kept], args.shrink)
-        report["folds"][k] = evaluate_fold(fold, emb, bg, args.refs, args.draws)
+        subspace = forgery_subspace(bg, emb, forgery_rows, args.forgery_dims)
+        report["folds"][k] = evaluate_fold(fold, emb, bg, args.refs, args.draws, subspace)
         report["folds"][k]["background"] = len(kept)
         log.info("fold %d: %d background signatures, %.0f s", fold, len(kept), time.perf_counter() - t0)
         for coll in COLLECTIONS:
