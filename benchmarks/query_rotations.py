@@ -83,14 +83,20 @@ def fold_arguments(doc: str | None, argv=None) -> tuple[argparse.Namespace, list
     return args, folds
 
 
-def main(argv=None) -> int:
-    args, specs = fold_arguments(__doc__, argv)
+def evaluate_folds(doc: str | None, argv, evaluate, show) -> tuple[argparse.Namespace, list[dict]]:
+    """Parse :func:`fold_arguments`, then ``evaluate(K, bundle, draws)`` each fold in turn,
+    ``show(K, result)`` as each is done; the arguments and the results."""
+    args, specs = fold_arguments(doc, argv)
     folds = []
     for k, bundle in specs:
-        folds.append(evaluate_fold(k, bundle, args.draws))
-        f = folds[-1]
-        print(f"fold {f['fold']}  " + "  ".join(
-            f"{c}: {100 * f['search'][c]:.1f} vs {100 * f['upright'][c]:.1f}" for c in COLUMNS), flush=True)
+        folds.append(evaluate(k, bundle, args.draws))
+        show(k, folds[-1])
+    return args, folds
+
+
+def main(argv=None) -> int:
+    args, folds = evaluate_folds(__doc__, argv, evaluate_fold, lambda k, f: print(f"fold {k}  " + "  ".join(
+        f"{c}: {100 * f['search'][c]:.1f} vs {100 * f['upright'][c]:.1f}" for c in COLUMNS), flush=True))
     mean = {name: {c: float(np.mean([f[name][c] for f in folds])) for c in COLUMNS} for name in ("search", "upright")}
     report = {"search_angles": list(SEARCH), "references": 5, "folds": folds, "mean": mean,
               "mean_over_folds": [f["fold"] for f in folds]}

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from crossval import split_dir  # noqa: E402
-from query_rotations import fold_arguments  # noqa: E402
+from query_rotations import evaluate_folds  # noqa: E402
 from robustness import describe_variants, rotate  # noqa: E402
 
 from export.scoring import read_split  # noqa: E402
@@ -108,15 +108,14 @@ def evaluate_fold(fold: int, bundle: Path, draws: int) -> dict:
     return out
 
 
+def show(k: int, fold: dict) -> None:
+    for cond in ("clean", "rotated"):
+        print(f"fold {k} {cond:8s} " + "  ".join(
+            f"{r} {100 * v['eer_skilled']:.1f}/{100 * v['eer_random']:.1f}" for r, v in fold[cond].items()), flush=True)
+
+
 def main(argv=None) -> int:
-    args, specs = fold_arguments(__doc__, argv)
-    folds = []
-    for k, bundle in specs:
-        folds.append(evaluate_fold(k, bundle, args.draws))
-        for cond in ("clean", "rotated"):
-            print(f"fold {k} {cond:8s} " + "  ".join(
-                f"{r} {100 * v['eer_skilled']:.1f}/{100 * v['eer_random']:.1f}" for r, v in folds[-1][cond].items()),
-                flush=True)
+    args, folds = evaluate_folds(__doc__, argv, evaluate_fold, show)
     mean = {cond: {r: {m: float(np.mean([f[cond][r][m] for f in folds]))
                        for m in ("eer_skilled", "eer_random", "frr_at_far1_random")} for r in RULES}
             for cond in ("clean", "rotated")}

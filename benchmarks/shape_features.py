@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from crossval import split_dir  # noqa: E402
 from hog_baseline import hog  # noqa: E402
-from query_rotations import fold_arguments  # noqa: E402
+from query_rotations import evaluate_folds  # noqa: E402
 
 from export.fit_scorer import RIDGE, collection_weights  # noqa: E402
 from export.scoring import fit_logistic, read_split, trials  # noqa: E402
@@ -141,15 +141,15 @@ def evaluate_fold(fold: int, bundle: Path, draws: int) -> dict:
     return out
 
 
+def show(k: int, fold: dict) -> None:
+    for name in ("shipped features", "+ shape16"):
+        print(f"fold {k} {name:17s} " + "  ".join(
+            f"{c[:8]} {rule} {100 * v['eer_skilled']:.2f}/{100 * v['eer_random']:.2f}"
+            for c, per in fold[name].items() for rule, v in per.items()), flush=True)
+
+
 def main(argv=None) -> int:
-    args, specs = fold_arguments(__doc__, argv)
-    folds = []
-    for k, bundle in specs:
-        folds.append(evaluate_fold(k, bundle, args.draws))
-        for name in ("shipped features", "+ shape16"):
-            print(f"fold {k} {name:17s} " + "  ".join(
-                f"{c[:8]} {rule} {100 * v['eer_skilled']:.2f}/{100 * v['eer_random']:.2f}"
-                for c, per in folds[-1][name].items() for rule, v in per.items()), flush=True)
+    args, folds = evaluate_folds(__doc__, argv, evaluate_fold, show)
     mean = {name: {c: {rule: {m: float(np.mean([f[name][c][rule][m] for f in folds]))
                               for m in ("eer_skilled", "eer_random")} for rule in ("search", "upright")}
                    for c in COLLECTIONS} for name in ("shipped features", "+ shape16")}
