@@ -12,7 +12,8 @@ Offline signature verification did the same with writer-dependent SVMs on SigNet
 (Hafemann et al., 2017). Each needs only embeddings of other writers, which a bundle could
 carry (a few hundred vectors), not retraining the embedder.
 
-The background here is the fold's **training** writers' genuine signatures (SigComp, SSBI,
+The background here is (by default; ``--background-source synthetic`` or ``both`` uses
+procedural signers the embedder never saw instead or as well) the fold's **training** writers' genuine signatures (SigComp, SSBI,
 cross-media), the embedder's own, so never a validation writer. Trials follow ``sigedge
 evaluate``: 5 seeded references per validation writer, the rest of its genuines, its skilled
 forgeries, and the other validation writers' genuines of the collection as random
@@ -109,6 +110,22 @@ def forgery_subspace(bg: "Background", emb: dict[str, np.ndarray], rows: list[di
     d = np.vstack(deviations)
     vals, vecs = np.linalg.eigh(d.T @ d / len(d))
     return vecs[:, np.argsort(vals)[::-1][:dims]]
+
+
+def synthetic_background(pipe: Pipeline, signers: int, seed: int = 7) -> tuple[list[np.ndarray], list[str]]:
+    """Embeddings of the genuine samples of ``signers`` procedural signers (``training.synthsig``,
+    8 each), rendered dark ink on white paper, and their signer ids."""
+    from training.synthsig import make_synthetic_set
+
+    synth = make_synthetic_set(signers, genuine=8, forgeries=0, seed=seed)
+    vectors, writers = [], []
+    for canvas, who in zip(synth.canvases, synth.signer):
+        try:
+            vectors.append(pipe.embed(255 - canvas).astype(np.float64))
+        except SigedgeError:
+            continue
+        writers.append(f"synthetic/{who}")
+    return vectors, writers
 
 
 def embed_all(pipe: Pipeline, paths: list[str]) -> dict[str, np.ndarray]:
@@ -216,6 +233,10 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=3, help="reference draws per writer (seeds 0..N-1)")
     ap.add_argument("--refs", type=int, default=5)
     ap.add_argument("--shrink", type=float, default=0.1)
+    ap.add_argument("--background-source", choices=("training", "synthetic", "both"), default="training",
+                    help="whose genuine signatures make the background: the fold's training writers, "
+                         "procedural signers the embedder never saw (training/synthsig.py), or both")
+    ap.add_argument("--synthetic-signers", type=int, default=300)
     ap.add_argument("--forgery-dims", type=int, default=16,
                     help="dimensions of the forgery subspace (forgery-subspace methods)")
     ap.add_argument("--out", type=Path)
@@ -223,6 +244,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = {"command": "python benchmarks/writer_models.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "refs": args.refs, "draws": args.draws, "shrink": args.shrink, "forgery_dims": args.forgery_dims,
+              "background_source": args.background_source, "synthetic_signers": args.synthetic_signers,
               "folds": {}}
     for spec in args.embedder:
         k, bundle = spec.split("=", 1)
@@ -234,7 +256,13 @@ def main(argv=None) -> int:
         forgery_rows = read_forgery_rows(fold)
         emb = embed_all(pipe, sorted(set(val_paths + [r["path"] for r in background] + [r["path"] for r in forgery_rows])))
         kept = [r for r in background if r["path"] in emb]
-        bg = Background(np.stack([emb[r["path"]] for r in kept]), [r["writer"] for r in kept], args.shrink)
+        vectors, writers = [emb[r["path"]] for r in kept], [r["writer"] for r in kept]
+        if args.background_source != "training":
+            synth_vectors, synth_writers = synthetic_background(pipe, args.synthetic_signers)
+            if args.background_source == "synthetic":
+                vectors, writers = [], []
+            vectors, writers = vectors + synth_vectors, writers + synth_writers
+        bg = Background(np.stack(vectors), writers, args.shrink)
         subspace = forgery_subspace(bg, emb, forgery_rows, args.forgery_dims)
         report["folds"][k] = evaluate_fold(fold, emb, bg, args.refs, args.draws, subspace)
         report["folds"][k]["background"] = len(kept)
