@@ -169,18 +169,18 @@ def direction_features(query: Signature, refs: list[Signature], bg) -> dict[str,
     standardised by the references' own projections (``int8_wd``)."""
     if bg is None or query.embedding is None:
         return {}
-    wr = bg.whitened(np.stack([r.embedding for r in refs]))
-    direction = wr.mean(axis=0) - bg.whitened_mean
-    direction /= np.linalg.norm(direction) + 1e-12
-    proj_q, proj_r = float(bg.whitened(query.embedding[None])[0] @ direction), wr @ direction
-    return {"int8_wdraw": proj_q, "int8_wd": (proj_q - proj_r.mean()) / (proj_r.std() + 0.05)}
+    ref_emb = np.stack([r.embedding for r in refs])
+    (proj_q,), _ = bg.fitted.projections(query.embedding[None], ref_emb)
+    proj_r, _ = bg.fitted.projections(ref_emb, ref_emb)
+    return {"int8_wdraw": float(proj_q), "int8_wd": float((proj_q - proj_r.mean()) / (proj_r.std() + 0.05))}
 
 
 def own_direction(refs: list[Signature], bg) -> dict[str, float]:
+    """The references' own mean projection on their direction (standardised, 0 by construction)."""
     if bg is None or refs[0].embedding is None:
         return {}
-    proj = [direction_features(r, refs, bg) for r in refs]
-    return {"int8_wdraw": float(np.mean([p["int8_wdraw"] for p in proj])), "int8_wd": 0.0}
+    ref_emb = np.stack([r.embedding for r in refs])
+    return {"int8_wdraw": bg.fitted.projections(ref_emb, ref_emb)[1], "int8_wd": 0.0}
 
 
 def own_spread(refs: list[Signature]) -> dict[str, float]:

@@ -40,6 +40,7 @@ from crossval import split_dir  # noqa: E402
 from query_rotations import evaluate_folds  # noqa: E402
 from robustness import describe_variants, rotate  # noqa: E402
 
+from export.fit_scorer import _LogOdds  # noqa: E402
 from export.scoring import read_split  # noqa: E402
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
 from sigedge.evaluate import protocol_scores  # noqa: E402
@@ -49,11 +50,6 @@ from sigedge.metrics import equal_error_rate, frr_at_far  # noqa: E402
 SEARCH = (-10.0, 0.0, 10.0)
 MARGINS = (0.5, 1.0, 2.0)
 RULES = ("upright", "max", "cosine-picked", "mean") + tuple(f"upright+{m:g}" for m in MARGINS)
-
-
-class _LogOdds:
-    def __init__(self, scorer):
-        self.score_many = scorer.decision_many
 
 
 def apply_rule(rule: str, z: np.ndarray, cos: np.ndarray, upright: int) -> np.ndarray:

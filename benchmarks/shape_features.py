@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from crossval import split_dir  # noqa: E402
 from hog_baseline import hog  # noqa: E402
+from learned_scorer import _cos, _region_cosines  # noqa: E402
 from query_rotations import evaluate_folds  # noqa: E402
 
 from export.fit_scorer import RIDGE, collection_weights  # noqa: E402
@@ -53,15 +54,8 @@ def shape_descriptor(canvas: np.ndarray) -> tuple[np.ndarray, ...]:
             canvas.sum(axis=0), canvas.sum(axis=1))
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel(), b.ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
-
-
 def shape_pair(a: tuple, b: tuple) -> list[float]:
-    h_a, h_b = a[0], b[0]
-    thirds = [_cos(h_a[:, i * 5:(i + 1) * 5], h_b[:, i * 5:(i + 1) * 5]) for i in range(3)]
-    return [_cos(h_a, h_b), _cos(a[1], b[1]), _cos(a[2], b[2]), _cos(a[3], b[3])] + thirds
+    return [_cos(a[0], b[0]), _cos(a[1], b[1]), _cos(a[2], b[2]), _cos(a[3], b[3])] + _region_cosines(a[0], b[0], 1, 3)
 
 
 class Described:

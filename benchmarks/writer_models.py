@@ -44,7 +44,6 @@ Methods (higher is more genuine):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -59,8 +58,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from learned_scorer import read_fold  # noqa: E402
 
-from export.fit_scorer import fit_background  # noqa: E402
-from export.scoring import fit_logistic  # noqa: E402
+from crossval import split_dir  # noqa: E402
+
+from export.fit_scorer import background_rows, fit_background  # noqa: E402
+from export.scoring import fit_logistic, read_split  # noqa: E402
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
 from sigedge.errors import SigedgeError  # noqa: E402
@@ -74,26 +75,15 @@ METHODS = ("cosine", "z-cosine", "centred", "wccn", "wd-lda", "wd-lda-raw", "wd-
 
 
 def read_background(fold: int) -> list[dict]:
-    """The fold's training writers' genuine signatures, every collection the embedder trained on."""
-    split = ROOT / "training" / "splits" if fold == 0 else ROOT / "training" / "splits" / f"fold{fold}"
-    rows = []
-    for coll in ("sigcomp2011_dutch", "ssbi", "cross_media_chinese"):
-        with open(split / f"{coll}_train.csv", newline="", encoding="utf-8") as f:
-            for r in csv.DictReader(f):
-                if r["kind"] == "genuine":
-                    rows.append({"path": str((split / r["path"]).resolve()), "writer": f"{coll}/{r['writer']}"})
-    return rows
+    """The fold's training writers' genuine signatures, every collection the embedder trained on:
+    the rows ``python -m export.fit_scorer --background`` summarises."""
+    return [{"path": str(path.resolve()), "writer": writer} for path, writer, _ in background_rows(split_dir(fold))]
 
 
 def read_forgery_rows(fold: int) -> list[dict]:
     """The fold's training writers of the collections with skilled forgeries: genuines and forgeries."""
-    split = ROOT / "training" / "splits" if fold == 0 else ROOT / "training" / "splits" / f"fold{fold}"
-    rows = []
-    for coll in COLLECTIONS:
-        with open(split / f"{coll}_train.csv", newline="", encoding="utf-8") as f:
-            rows += [{"path": str((split / r["path"]).resolve()), "writer": f"{coll}/{r['writer']}", "kind": r["kind"]}
-                     for r in csv.DictReader(f)]
-    return rows
+    return [{"path": str(path.resolve()), "writer": f"{coll}/{writer}", "kind": kind} for coll in COLLECTIONS
+            for path, writer, kind in read_split(split_dir(fold) / f"{coll}_train.csv")]
 
 
 def forgery_subspace(bg: "Background", emb: dict[str, np.ndarray], rows: list[dict], dims: int) -> np.ndarray:
@@ -163,11 +153,10 @@ def score_writer(bg: Background, refs: np.ndarray, queries: np.ndarray,
     out = {"cosine": (unit(queries) @ unit(refs).T).mean(axis=1),
            "centred": (bg.centred(queries) @ bg.centred(refs).T).mean(axis=1),
            "wccn": (bg.whitened(queries) @ bg.whitened(refs).T).mean(axis=1)}
-    wr, wq = bg.whitened(refs), bg.whitened(queries)
-    direction = unit(wr.mean(axis=0) - bg.whitened_mean)
-    proj_r = wr @ direction
-    out["wd-lda"] = (wq @ direction - proj_r.mean()) / (proj_r.std() + 0.05)
-    out["wd-lda-raw"] = wq @ direction
+    proj_q, _ = bg.fitted.projections(queries, refs)
+    proj_r, _ = bg.fitted.projections(refs, refs)
+    out["wd-lda"] = (proj_q - proj_r.mean()) / (proj_r.std() + 0.05)
+    out["wd-lda-raw"] = proj_q
     cr, cq, cb = bg.centred(refs), bg.centred(queries), bg.centred(bg.vectors)
     plain = unit(cr.mean(axis=0) - cb.mean(axis=0))
     out["wd-lda-unwhitened"] = (cq @ plain - (cr @ plain).mean()) / ((cr @ plain).std() + 0.05)
@@ -181,6 +170,7 @@ def score_writer(bg: Background, refs: np.ndarray, queries: np.ndarray,
     coef, intercept = fit_logistic(x, y, weight, l2=1.0)
     out["wd-logistic"] = queries @ coef + intercept
     if subspace is not None:
+        wr, wq = bg.whitened(refs), bg.whitened(queries)
         centre = wr.mean(axis=0)
         far_q = (((wq - centre) @ subspace) ** 2).sum(axis=1)
         far_r = (((wr - centre) @ subspace) ** 2).sum(axis=1).mean()
