@@ -41,6 +41,22 @@ def test_negative_fold_is_refused():
         D.split_writers(samples(), fold=-1)
 
 
+def test_writer_subsets_are_nested_per_collection_and_inside_the_training_writers():
+    s = samples()
+    train, val = D.split_writers(s)
+    half = D.subsample_writers(s, train, 0.5)
+    quarter = D.subsample_writers(s, train, 0.25)
+    assert quarter < half < train
+    assert D.subsample_writers(s, train, 1.0) == train
+    for ds in D.VAL_FRACTION:
+        n = sum(w.startswith(ds) for w in train)
+        assert sum(w.startswith(ds) for w in half) == round(0.5 * n)
+    # never fewer than two writers of a collection, so its impostor pairs exist
+    assert all(sum(w.startswith(ds) for w in D.subsample_writers(s, train, 0.01)) == 2 for ds in D.VAL_FRACTION)
+    with pytest.raises(ValueError):
+        D.subsample_writers(s, train, 0.0)
+
+
 def test_same_name_impostors_pair_each_identity_with_other_writers_of_its_name():
     from crossval import same_name_impostors
 

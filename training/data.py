@@ -96,6 +96,23 @@ def split_writers(samples: list[Sample], seed: int = SPLIT_SEED, fold: int = 0) 
     return train, val
 
 
+def subsample_writers(samples: list[Sample], writers: set[str], fraction: float,
+                      seed: int = SPLIT_SEED) -> set[str]:
+    """A fixed share of ``writers``, taken per collection (at least two of each).
+
+    For learning curves: each collection's writers are shuffled once by the seed, and a
+    fraction keeps a prefix of that order, so a smaller share is a subset of a larger one.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    kept: set[str] = set()
+    for dataset in sorted({s.dataset for s in samples}):
+        mine = sorted({s.writer for s in samples if s.dataset == dataset and s.writer in writers})
+        random.Random(f"{seed}:{dataset}:subset").shuffle(mine)
+        kept.update(mine[:max(min(2, len(mine)), int(round(fraction * len(mine))))])
+    return kept
+
+
 def write_eval_csv(samples: list[Sample], out_csv: Path, identity_as_writer: bool = False) -> None:
     """A ``sigedge evaluate`` CSV (path,writer,kind) with paths relative to the CSV."""
     out_csv.parent.mkdir(parents=True, exist_ok=True)

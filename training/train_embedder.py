@@ -75,6 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--fold", type=int, default=0,
                    help="which block of writers is held out for validation (0: the shipped split; "
                         "1-3: the other sigcomp2011_dutch folds of benchmarks/crossval.py)")
+    p.add_argument("--writer-fraction", type=float, default=1.0,
+                   help="train on this share of each collection's training writers (a fixed, nested "
+                        "subset; for learning curves); validation writers are unchanged")
     return p.parse_args(argv)
 
 
@@ -143,6 +146,8 @@ def main(argv=None):
     if args.pair_writers * (PAIR_GENUINES + PAIR_FORGERIES) > args.batch:
         raise SystemExit(f"--pair-writers {args.pair_writers} needs a batch of at least "
                          f"{args.pair_writers * (PAIR_GENUINES + PAIR_FORGERIES)}")
+    if not 0.0 < args.writer_fraction <= 1.0:
+        raise SystemExit(f"--writer-fraction must be in (0, 1], got {args.writer_fraction}")
     if args.arch == "signet" and args.qat_epochs:
         raise SystemExit("--arch signet is a float baseline: pass --qat-epochs 0")
     if args.teacher and args.synthetic:
@@ -155,6 +160,8 @@ def main(argv=None):
 
     samples = D.load_all(args.data)
     train_writers, val_writers = D.split_writers(samples, fold=args.fold)
+    if args.writer_fraction < 1.0:
+        train_writers = D.subsample_writers(samples, train_writers, args.writer_fraction)
     train = [s for s in samples if s.writer in train_writers]
     val = [s for s in samples if s.writer in val_writers]
     if args.limit:
@@ -388,7 +395,8 @@ def load_matching_head(head, init_run: Path, args) -> None:
     except (OSError, ValueError):
         cfg = {}
     same = (cfg.get("fold", "0") == str(args.fold) and cfg.get("synthetic", "0") == "0"
-            and cfg.get("limit", "0") == str(args.limit) and cfg.get("data") == str(args.data))
+            and cfg.get("limit", "0") == str(args.limit) and cfg.get("data") == str(args.data)
+            and cfg.get("writer_fraction", "1.0") == str(args.writer_fraction))
     w = np.load(path) if path.exists() and same else None
     if w is None or w.shape != tuple(head.w.shape):
         log.info("the head starts afresh (%s is not over this run's identities)", init_run)
