@@ -124,3 +124,27 @@ def test_crossval_baseline_argument():
     for bad in ("signet", "int8:0=x", ":0=x", "signet:x=y"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_baseline(bad)
+
+
+def test_learning_curve_reads_runs_and_refuses_one_of_another_fraction(tmp_path):
+    import json
+
+    import learning_curve as lc
+
+    assert lc.parse_run("2:0.5=runs/x") == (2, 0.5, Path("runs/x"), Path("runs/x/bundle"))
+    assert lc.parse_run("0:1.0=a@b")[3] == Path("b")
+    for bad in ("2=runs/x", "2:0=runs/x", "x:0.5=runs/x", "1:0.5="):
+        with pytest.raises(Exception):
+            lc.parse_run(bad)
+    history = [{"phase": "float", "epoch": e, "sigcomp2011_dutch_eer_skilled": 0.1 * e,
+                "cross_media_chinese_eer_skilled": None} for e in (1, 2, 3)]
+    history.append({"phase": "qat", "epoch": 1, "sigcomp2011_dutch_eer_skilled": 9.0,
+                    "cross_media_chinese_eer_skilled": None})
+    (tmp_path / "state.json").write_text(json.dumps(
+        {"phase": "done", "history": history, "config": {"fold": "2", "writer_fraction": "0.5"}}))
+    summary = lc.history_summary(lc.run_state(tmp_path, 2, 0.5), last=2)
+    assert summary["epochs"] == [2, 3]  # float epochs only
+    assert summary["sigcomp2011_dutch_eer_skilled"]["mean"] == pytest.approx(0.25)
+    assert "cross_media_chinese_eer_skilled" not in summary  # no values, no entry
+    with pytest.raises(SystemExit):
+        lc.run_state(tmp_path, 2, 1.0)
