@@ -82,11 +82,6 @@ def history_summary(state: dict, last: int) -> dict:
     return out
 
 
-def training_writers(samples: list[D.Sample], fold: int, fraction: float) -> set[str]:
-    train, _ = D.split_writers(samples, fold=fold)
-    return D.subsample_writers(samples, train, fraction) if fraction < 1.0 else train
-
-
 def collection_rows(fold: int, split: str, writers: set[str] | None = None) -> tuple[list, list[str], list[str]]:
     """Images, writers and kinds of the fold's sigcomp2011_dutch ``split`` CSV, optionally
     only the rows of ``writers`` (``training.data`` names: ``sigcomp2011_dutch:002``)."""
@@ -108,7 +103,7 @@ def mean_cosine_eers(pipe: Pipeline, rows: tuple[list, list[str], list[str]], dr
 
 def evaluate_run(samples, fold: int, fraction: float, run: Path, bundle: Path, args) -> dict:
     state = run_state(run, fold, fraction)
-    writers = training_writers(samples, fold, fraction)
+    writers, _ = D.split_writers(samples, fold=fold, train_fraction=fraction)
     counts = {ds: sum(w.startswith(ds + ":") for w in writers) for ds in D.VAL_FRACTION}
     pipe = Pipeline(bundle, PipelineOptions(query_rotations=(0.0,), threshold=0.5))
     out = {"fold": fold, "writer_fraction": fraction, "run": str(run), "bundle": str(bundle),

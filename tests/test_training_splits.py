@@ -48,6 +48,7 @@ def test_writer_subsets_are_nested_per_collection_and_inside_the_training_writer
     quarter = D.subsample_writers(s, train, 0.25)
     assert quarter < half < train
     assert D.subsample_writers(s, train, 1.0) == train
+    assert D.split_writers(s, train_fraction=0.5) == (half, val)
     for ds in D.VAL_FRACTION:
         n = sum(w.startswith(ds) for w in train)
         assert sum(w.startswith(ds) for w in half) == round(0.5 * n)

@@ -73,14 +73,16 @@ def load_all(root: Path = DEFAULT_DATA_ROOT) -> list[Sample]:
     return samples
 
 
-def split_writers(samples: list[Sample], seed: int = SPLIT_SEED, fold: int = 0) -> tuple[set[str], set[str]]:
+def split_writers(samples: list[Sample], seed: int = SPLIT_SEED, fold: int = 0,
+                  train_fraction: float = 1.0) -> tuple[set[str], set[str]]:
     """Writer-disjoint (train, validation) writer sets, fixed by the seed.
 
     Each collection's writers are shuffled once and cut into consecutive validation blocks
     of ``VAL_FRACTION`` of them; ``fold`` picks the block (fold 0 is the split the shipped
     models were trained and calibrated on). With a fraction of 0.25, folds 0-3 of
     sigcomp2011_dutch cover each of its 44 writers exactly once (the cross-validation of
-    ``benchmarks/crossval.py``).
+    ``benchmarks/crossval.py``). ``train_fraction`` below 1 keeps only that share of the
+    training writers (:func:`subsample_writers`); the validation writers stay the same.
     """
     if fold < 0:
         raise ValueError(f"fold must be >= 0, got {fold}")
@@ -93,6 +95,8 @@ def split_writers(samples: list[Sample], seed: int = SPLIT_SEED, fold: int = 0) 
         held = set(writers[start:start + n_val])
         val.update(held)
         train.update(w for w in writers if w not in held)
+    if train_fraction < 1.0:
+        train = subsample_writers(samples, train, train_fraction)
     return train, val
 
 

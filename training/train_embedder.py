@@ -159,9 +159,7 @@ def main(argv=None):
     hw = (args.height, args.width)
 
     samples = D.load_all(args.data)
-    train_writers, val_writers = D.split_writers(samples, fold=args.fold)
-    if args.writer_fraction < 1.0:
-        train_writers = D.subsample_writers(samples, train_writers, args.writer_fraction)
+    train_writers, val_writers = D.split_writers(samples, fold=args.fold, train_fraction=args.writer_fraction)
     train = [s for s in samples if s.writer in train_writers]
     val = [s for s in samples if s.writer in val_writers]
     if args.limit:
