@@ -99,8 +99,9 @@ def other_models(bundle_dir: Path) -> dict:
         return kept
     manifest = json.loads(manifest_path.read_text())
     kept["models"] = {role: m for role, m in manifest.get("models", {}).items() if not role.startswith("embedder")}
-    if "detection" in manifest:
-        kept["detection"] = manifest["detection"]
+    for report in ("detection", "cleaning"):  # the other models' reports
+        if report in manifest:
+            kept[report] = manifest[report]
     return kept
 
 

@@ -81,6 +81,7 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
     stages = report["stages"]
     stages["decode"] = time_stage(load_image, encoded, repeat)
     stages["normalise"] = time_stage(lambda img: normalize_signature(clean_signature(img), opts), decoded, repeat)
+    _bench_cleaner(bundle, report, decoded, repeat)
     embeddings = {}
     for role in ("embedder", "embedder_float"):
         if role not in bundle.models:
@@ -133,6 +134,30 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
             "embed_int8", stages.get("embed_float32"))["p50_ms"]
     report["end_to_end_p50_ms"] = total
     return report
+
+
+def _bench_cleaner(bundle: ModelBundle, report: dict, decoded: list[np.ndarray], repeat: int) -> None:
+    """Classic cleaning of a crop, and the bundle's learned cleaner (int8 and float) on top of it."""
+    from .clean import CleanOptions, LearnedCleaner
+
+    stages = report["stages"]
+    stages["clean_classic"] = time_stage(clean_signature, decoded, repeat)
+    learned = CleanOptions(method="learned")
+    for role in ("cleaner", "cleaner_float"):
+        if role not in bundle.models:
+            continue
+        spec = bundle.models[role]
+        cleaner = LearnedCleaner(spec, threads=1)
+        stages[f"clean_learned_{spec.precision}"] = time_stage(lambda img: clean_signature(img, learned, cleaner),
+                                                               decoded, repeat)
+        report["models"][role] = {"file": spec.file.name, "precision": spec.precision,
+                                  "bytes": spec.file.stat().st_size, "sha256": spec.sha256}
+    if "clean_learned_int8" in stages:
+        report["learned_cleaning_cost_vs_classic"] = (stages["clean_learned_int8"]["p50_ms"]
+                                                      / stages["clean_classic"]["p50_ms"])
+        if "clean_learned_float32" in stages:
+            report["cleaner_int8_speedup_vs_float"] = (stages["clean_learned_float32"]["p50_ms"]
+                                                       / stages["clean_learned_int8"]["p50_ms"])
 
 
 def _generated_pages(n: int = 4, size: int = 640) -> list[np.ndarray]:
@@ -210,6 +235,10 @@ def print_bench(report: dict) -> None:
     if "score_background_cost_vs_without" in report:
         typer.echo(f"learned scorer with its background: {report['score_background_cost_vs_without']:.2f}x the time "
                    "of the same scorer without it")
+    if "learned_cleaning_cost_vs_classic" in report:
+        typer.echo(f"learned cleaning (int8): {report['learned_cleaning_cost_vs_classic']:.2f}x the time of classic "
+                   "cleaning alone" + (f"; the int8 cleaner {report['cleaner_int8_speedup_vs_float']:.2f}x faster "
+                                       "than its float self" if "cleaner_int8_speedup_vs_float" in report else ""))
     if "query_rotations_cost_vs_upright" in report:
         typer.echo(f"a query at the rotations {report['query_rotations']}: "
                    f"{report['query_rotations_cost_vs_upright']:.2f}x the time of an upright one")

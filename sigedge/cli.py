@@ -42,6 +42,10 @@ RotationsOpt = typer.Option(None, "--query-rotations",
                            help="Angles in degrees, comma-separated, with 0 (e.g. -10,0,10), at which the query is "
                                 "also scored, its best counting (default: the bundle's, which its thresholds are "
                                 "calibrated for); 0 turns the search off, at under half the time a query.")
+CleanerOpt = typer.Option(None, "--cleaner", help="classic (straight lines spanning the crop), learned (also the "
+                          "bundle's learned cleaner: printed text, stamps, lines) or auto (learned where the bundle "
+                          "has a cleaner). Default: classic, the cleaning the thresholds were "
+                          "calibrated with.")
 
 
 _pipeline = make_pipeline
@@ -67,6 +71,7 @@ def verify(
     page: bool = typer.Option(False, "--page", help="QUERY is a whole page: detect its signatures, verify each."),
     scorer: str = ScorerOpt,
     query_rotations: Optional[str] = RotationsOpt,
+    cleaner: Optional[str] = CleanerOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Verify QUERY against REFERENCES (1:1). Exit 0 if accepted as genuine, 1 if rejected.
@@ -80,7 +85,7 @@ def verify(
             if not references:
                 raise UsageError("give at least one reference image")
             pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer,
-                             query_rotations=query_rotations)
+                             query_rotations=query_rotations, cleaner=cleaner)
             accepted = _verify_page(pipe, query, references, as_json)
             raise typer.Exit(0 if accepted else 1)
         if gallery is not None or writer is not None:
@@ -90,6 +95,9 @@ def verify(
                 raise UsageError("give either reference images or --gallery/--writer, not both")
             if explain is not None:
                 raise UsageError("--explain needs reference images (a gallery keeps vectors, not pictures)")
+            if cleaner is not None:
+                raise UsageError("--cleaner does not apply to --gallery: a gallery's vectors were enrolled with "
+                                 "its own pipeline")
             from .gallery_cli import verify_in_gallery
 
             result = verify_in_gallery(gallery, writer, query, bundle=bundle, threads=threads, threshold=threshold,
@@ -100,7 +108,7 @@ def verify(
             if not references:
                 raise UsageError("give at least one reference image (or --gallery and --writer)")
             pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer,
-                             query_rotations=query_rotations)
+                             query_rotations=query_rotations, cleaner=cleaner)
             result = pipe.verify(query, references)
             ref_names = [str(r) for r in references]
             if explain is not None:
@@ -200,20 +208,26 @@ def clean(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the cleaned image (PNG recommended)."),
     canvas: bool = typer.Option(False, "--canvas", help="Write the normalised model canvas instead (dark ink on white)."),
     bundle: Optional[Path] = BundleOpt,
+    cleaner: Optional[str] = CleanerOpt,
 ) -> None:
-    """Clean a signature image: flatten the background, remove ruled lines, box borders and specks."""
+    """Clean a signature image: flatten the background, remove ruled lines, box borders and specks, and
+    with the bundle's learned cleaner printed text and stamps."""
     with command_errors():
+        from dataclasses import replace
+
         import cv2
         import numpy as np
 
-        from .clean import CleanOptions, clean_signature
+        from .clean import clean_signature
         from .imageio import load_image
 
+        pipe = _pipeline(bundle, cleaner=cleaner)
         if canvas:
-            prepared = _pipeline(bundle).prepare(image)
+            prepared = pipe.prepare(image)
             result = (255 - np.round(prepared.canvas * 255)).astype(np.uint8)
         else:
-            result = clean_signature(load_image(image), CleanOptions(remove_specks=True))
+            options = replace(pipe.options.clean_options, remove_specks=True)
+            result = clean_signature(load_image(image), options, pipe.cleaner)
         if not cv2.imwrite(str(out), result):
             raise UsageError(f"cannot write {out} (unknown extension or unwritable folder)")
         typer.echo(f"wrote {out} ({result.shape[1]}x{result.shape[0]})")
@@ -234,6 +248,7 @@ def evaluate(
     precision: str = PrecisionOpt,
     scorer: str = ScorerOpt,
     query_rotations: Optional[str] = RotationsOpt,
+    cleaner: Optional[str] = CleanerOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Writer-independent verification protocol: EER (skilled, random), FRR at FAR 1 % and 10 %, AUC."""
@@ -242,7 +257,7 @@ def evaluate(
 
         run_evaluation(labels, refs=refs, seed=seed, fusion=fusion, plot=plot, as_json=as_json,
                        pipeline=_pipeline(bundle, threads, precision, scorer=scorer,
-                                          query_rotations=query_rotations), draws=draws)
+                                          query_rotations=query_rotations, cleaner=cleaner), draws=draws)
 
 
 @app.command()
@@ -281,8 +296,8 @@ def export(
     out: Path = typer.Option(Path("build/bundle"), "--out", help="Bundle directory to write."),
     int8: bool = typer.Option(False, "--int8", help="Full-integer int8 model from the QAT weights."),
     data: Optional[Path] = typer.Option(None, "--data", help="Signature data root (default ../shared/data)."),
-    model: str = typer.Option("embedder", "--model", help="Which run this is: embedder or detector. A detector "
-                              "is added to an existing bundle (--out must hold a manifest)."),
+    model: str = typer.Option("embedder", "--model", help="Which run this is: embedder, detector or cleaner. A "
+                              "detector or cleaner is added to an existing bundle (--out must hold a manifest)."),
     rescorer_run: Optional[List[Path]] = typer.Option(None, "--rescorer-run", help="With --model detector: a "
                                                       "training/train_rescorer.py run shipped as its second stage "
                                                       "(repeat it to ship an ensemble whose logits are averaged)."),
@@ -296,8 +311,22 @@ def export(
         except ImportError as exc:
             raise UsageError(f"export needs the train extra ({exc.name} is missing): pip install 'sigedge[train]'") from None
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        if model not in ("embedder", "detector"):
-            raise UsageError(f"--model must be embedder or detector, not {model!r}")
+        if model not in ("embedder", "detector", "cleaner"):
+            raise UsageError(f"--model must be embedder, detector or cleaner, not {model!r}")
+        if model == "cleaner":
+            if not (out / "manifest.json").is_file():
+                raise UsageError(f"{out}: no manifest.json; export the embedder into it first")
+            if not int8:
+                raise UsageError("a cleaner is exported as int8 with its float reference: add --int8")
+            from export.export_cleaner import export as export_cleaner
+
+            cleaning = export_cleaner(run, out, data_root=data)
+            for role, r in cleaning["report"].items():
+                v = r["validation_pairs"]
+                typer.echo(f"{role}: {r['bytes']} bytes, threshold {r['threshold']:.2f}, validation pairs: signature "
+                           f"ink F1 {v['f1']:.3f} (P {v['precision']:.3f}, R {v['recall']:.3f}), clutter ink kept "
+                           f"{v['clutter_kept']:.1%}")
+            return
         if model == "detector":
             if not (out / "manifest.json").is_file():
                 raise UsageError(f"{out}: no manifest.json; export the embedder into it first")

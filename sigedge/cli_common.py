@@ -47,9 +47,11 @@ def parse_rotations(text: str | None) -> tuple[float, ...] | None:
 
 def make_pipeline(bundle: Path | None, threads: int = 1, precision: str = "int8", threshold: float | None = None,
                   operating_point: str | None = None, clean: bool = True, scorer: str = "bundle",
-                  query_rotations: str | None = None):
+                  query_rotations: str | None = None, cleaner: str | None = None):
     """The :class:`~sigedge.pipeline.Pipeline` a command's options describe (checked here, so
-    that a bad value is a usage error, exit 2)."""
+    that a bad value is a usage error, exit 2). ``cleaner``: classic, learned or auto (None: the
+    default of :class:`~sigedge.clean.CleanOptions`)."""
+    from .clean import CleanOptions
     from .errors import UsageError
     from .pipeline import Pipeline, PipelineOptions
 
@@ -57,9 +59,12 @@ def make_pipeline(bundle: Path | None, threads: int = 1, precision: str = "int8"
         raise UsageError(f"--precision must be int8 or float, not {precision!r}")
     if scorer not in ("bundle", "cosine"):
         raise UsageError(f"--scorer must be bundle or cosine, not {scorer!r}")
+    if cleaner not in (None, "classic", "learned", "auto"):
+        raise UsageError(f"--cleaner must be classic, learned or auto, not {cleaner!r}")
+    clean_options = CleanOptions() if cleaner is None else CleanOptions(method=cleaner)  # type: ignore[arg-type]
     opts = PipelineOptions(threads=threads, precision=precision, threshold=threshold,  # type: ignore[arg-type]
                            operating_point=operating_point, clean=clean, scorer=scorer,  # type: ignore[arg-type]
-                           query_rotations=parse_rotations(query_rotations))
+                           query_rotations=parse_rotations(query_rotations), clean_options=clean_options)
     return Pipeline(bundle, opts)
 
 

@@ -10,7 +10,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from .bundle import ModelBundle
-from .clean import CleanOptions, clean_signature
+from .clean import CleanOptions, LearnedCleaner, clean_signature
 from .detect import DetectOptions, Detection, Detector, crop, rescorer_roles
 from .errors import ModelError, NoSignatureError, UsageError
 from .imageio import ImageInput, load_image
@@ -32,7 +32,8 @@ class PipelineOptions:
     threads: int = 1
     #: ``int8`` runs the bundle's shipped embedder; ``float`` its float reference model.
     precision: Literal["int8", "float"] = "int8"
-    #: Classic cleaning (ruled lines, box borders, specks) before normalisation.
+    #: Cleaning before normalisation: the classic rules (ruled lines, box borders), and the
+    #: bundle's learned cleaner as ``clean_options.method`` says.
     clean: bool = True
     clean_options: CleanOptions = field(default_factory=CleanOptions)
     #: How similarities to several references become one score.
@@ -184,8 +185,21 @@ class Pipeline:
                         "its calibrated thresholds do not hold for these scores", list(self.query_rotations),
                         list(calibrated))
         self._detector: Detector | None = None
+        #: the bundle's learned cleaner, when the options ask for it (None: classic cleaning only)
+        self.cleaner = self._load_cleaner()
         log.debug("pipeline: %s (%s), threshold %.4f (%s)", self.embedder_spec.file.name,
                   self._embedder.backend, self.threshold, self.operating_point)
+
+    def _load_cleaner(self) -> LearnedCleaner | None:
+        method = self.options.clean_options.method
+        if not self.options.clean or method == "classic":
+            return None
+        role = "cleaner" if self.options.precision == "int8" else "cleaner_float"
+        if role not in self.bundle.models:
+            if method == "learned":
+                raise UsageError(f"bundle {self.bundle.directory} has no {role!r} model, which learned cleaning needs")
+            return None
+        return LearnedCleaner(self.bundle.models[role], threads=self.options.threads)
 
     def _calibration(self, block: dict, custom: bool) -> _Calibration:
         """The threshold and band of one scale; a custom threshold (options) applies only to
@@ -217,7 +231,7 @@ class Pipeline:
     def _cleaned(self, image: ImageInput) -> np.ndarray:
         """The loaded image, cleaned when the options say so: what normalisation starts from."""
         img = load_image(image)
-        return clean_signature(img, self.options.clean_options) if self.options.clean else img
+        return clean_signature(img, self.options.clean_options, self.cleaner) if self.options.clean else img
 
     def embed_canvas(self, canvas: np.ndarray) -> np.ndarray:
         """Embedding of an already normalised canvas (float32 (H, W) in [0, 1])."""

@@ -27,3 +27,68 @@ def test_specks_removed():
     cleaned = clean_signature(noisy, CleanOptions(remove_specks=True))
     specks = (noisy < 128) & ~(cv2.dilate((sig < 200).astype(np.uint8), np.ones((5, 5))) > 0)
     assert (cleaned[specks] > 200).mean() > 0.9
+
+
+def test_cleaner_canvas_keeps_aspect_centres_and_inverts():
+    from sigedge.clean import canvas_to_crop, cleaner_canvas
+
+    flat = np.full((50, 400), 255, np.uint8)
+    flat[20:30, 100:300] = 0  # a dark bar
+    canvas, p = cleaner_canvas(flat, 128, 256)
+    assert canvas.shape == (128, 256) and canvas.dtype == np.float32
+    assert (p.height, p.width) == (32, 256) and (p.top, p.left) == (48, 0)  # 400x50 -> 256x32, centred
+    assert canvas[:p.top].max() == 0.0 and canvas[p.top + p.height:].max() == 0.0  # padding is paper
+    assert canvas[p.top + 16, 128] > 0.95 and canvas[p.top + 2, 10] < 0.05  # ink 1, paper 0
+    back = canvas_to_crop(canvas, p, flat.shape)
+    assert back.shape == flat.shape and back[25, 200] > 0.9 and back[5, 5] < 0.05
+    tall, q = cleaner_canvas(np.full((300, 30), 255, np.uint8), 128, 256)
+    assert (q.height, q.width) == (128, 13) and q.left == (256 - 13) // 2
+
+
+def test_learned_cleaning_needs_a_cleaner_and_a_threshold(tmp_path):
+    import json
+    import shutil
+
+    import pytest
+
+    from sigedge.bundle import ModelBundle, default_bundle_dir, spec_from_entry
+    from sigedge.clean import LearnedCleaner
+    from sigedge.errors import ModelError, UsageError
+    from sigedge.pipeline import Pipeline, PipelineOptions
+
+    sig = synthetic_signature(5, 0)
+    with pytest.raises(UsageError, match="cleaner"):
+        clean_signature(sig, CleanOptions(method="learned"))
+    bundle = tmp_path / "b"
+    shutil.copytree(default_bundle_dir(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["models"] = {r: m for r, m in manifest["models"].items() if not r.startswith("cleaner")}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="no 'cleaner' model"):
+        Pipeline(bundle, PipelineOptions(clean_options=CleanOptions(method="learned")))
+    assert Pipeline(bundle, PipelineOptions(clean_options=CleanOptions(method="auto"))).cleaner is None
+    shipped = ModelBundle.load()
+    if "cleaner" in shipped.models:
+        raw = {k: v for k, v in shipped.model("cleaner").raw.items() if k != "cleaning"}
+        with pytest.raises(ModelError, match="cleaning.threshold"):
+            LearnedCleaner(spec_from_entry(shipped.directory, "cleaner", raw))
+
+
+def test_shipped_learned_cleaner_removes_printed_text_and_keeps_the_signature():
+    from sigedge.bundle import ModelBundle
+    from sigedge.clean import LearnedCleaner
+
+    cleaner = LearnedCleaner(ModelBundle.load().model("cleaner"))
+    sig = cv2.cvtColor(synthetic_signature(7, 0, size=(200, 500)), cv2.COLOR_BGR2GRAY)
+    sig_ink = sig < 128
+    alone = clean_signature(sig, CleanOptions(method="learned"), cleaner)
+    assert (alone[sig_ink] < 128).mean() > 0.9  # a clean crop is left (nearly) alone
+    cluttered = sig.copy()
+    for k, y in enumerate((40, 95, 150)):  # lines of printed text across the signature
+        cv2.putText(cluttered, "PAY TO THE ORDER OF 1234.00"[k:], (5, y), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 40, 2)
+    text_ink = (cluttered < 128) & ~(cv2.dilate(sig_ink.astype(np.uint8), np.ones((5, 5))) > 0)
+    learned = clean_signature(cluttered, CleanOptions(method="learned"), cleaner)
+    classic = clean_signature(cluttered, CleanOptions(method="classic"))
+    assert (classic[text_ink] < 128).mean() > 0.9  # the classic rules cannot tell text from ink
+    assert (learned[text_ink] < 128).mean() < 0.5  # the learned cleaner takes most of it away
+    assert (learned[sig_ink] < 128).mean() > 0.75  # and keeps most of the signature

@@ -269,3 +269,22 @@ def test_query_rotations_option_turns_the_search_off_or_refuses_nonsense(sigs, t
     report = json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json",
                                             "--query-rotations", "0"]).stdout)
     assert report["extra"]["query_rotations"] == [0.0]
+
+
+def test_clean_and_verify_take_the_learned_cleaner(tmp_path):
+    sig = synthetic_signature(4, 0, size=(200, 500))
+    cluttered = sig.copy()
+    cv2.putText(cluttered, "PAY TO THE ORDER OF", (5, 60), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (40, 40, 40), 2)
+    src = write_png(tmp_path / "in.png", cluttered)
+    ink = {}
+    for method in ("classic", "learned"):
+        out = tmp_path / f"{method}.png"
+        r = runner.invoke(app, ["clean", str(src), "-o", str(out), "--cleaner", method])
+        assert r.exit_code == 0, r.output
+        ink[method] = int((cv2.imread(str(out), cv2.IMREAD_GRAYSCALE) < 128).sum())
+    assert ink["learned"] < ink["classic"]  # the printed text went too
+    bad = runner.invoke(app, ["clean", str(src), "-o", str(tmp_path / "x.png"), "--cleaner", "magic"])
+    assert bad.exit_code == 2 and "--cleaner" in bad.output
+    ref = write_png(tmp_path / "ref.png", synthetic_signature(4, 1, size=(200, 500)))
+    r = runner.invoke(app, ["verify", str(src), str(ref), "--cleaner", "learned", "--json"])
+    assert r.exit_code in (0, 1) and "score" in json.loads(r.output)
