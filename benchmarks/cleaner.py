@@ -103,25 +103,25 @@ def pixel_counts(crop: np.ndarray, target: np.ndarray, pipe: Pipeline) -> np.nda
     return np.array([sig.sum(), (sig & ~removed).sum(), clutter.sum(), (clutter & removed).sum()], np.float64)
 
 
-def describe_all(pipe: Pipeline, images: list[np.ndarray]):
-    """(references' features, queries' features at each rotation) or None where no ink is left."""
-    refs, queries = [], []
+def describe_queries(pipe: Pipeline, images: list[np.ndarray]) -> list:
+    """Every image's features at each of the pipeline's query rotations, or None where no ink
+    is left; the upright entry is what :meth:`Pipeline.describe` enrols."""
+    out = []
     for img in images:
         try:
-            refs.append(pipe.describe(img))
-            queries.append(pipe.describe_query(img))
+            out.append(pipe.describe_query(img))
         except SigedgeError:
-            refs.append(None)
-            queries.append(None)
-    return refs, queries
+            out.append(None)
+    return out
 
 
-def verification(pipe: Pipeline, ref_images, query_images, writers, kinds) -> dict:
-    refs, _ = describe_all(pipe, ref_images)
-    _, queries = describe_all(pipe, query_images)
+def verification(pipe: Pipeline, refs: list, queries: list, writers, kinds) -> dict:
+    """The protocol with references enrolled upright from ``refs`` and queries scored at their
+    best rotation from ``queries`` (both :func:`describe_queries` of the same rows)."""
+    upright = pipe.query_rotations.index(0.0)
     ok = [i for i in range(len(refs)) if refs[i] is not None and queries[i] is not None]
-    emb = np.stack([refs[i].embedding for i in ok])
-    ink = np.stack([refs[i].ink for i in ok])
+    emb = np.stack([refs[i][upright].embedding for i in ok])
+    ink = np.stack([refs[i][upright].ink for i in ok])
     variants = [(np.stack([queries[i][a].embedding for i in ok]), np.stack([queries[i][a].ink for i in ok]))
                 for a in range(len(pipe.query_rotations))]
     ps = protocol_scores(emb, [writers[i] for i in ok], [kinds[i] for i in ok], references=REFERENCES, seed=0,
@@ -161,6 +161,7 @@ def main(argv=None) -> int:
         writers, kinds = [r[1] for r in rows], [r[2] for r in rows]
         log.info("%s: %d images composited in %.0f s", name, len(rows), time.time() - t)
         entry: dict = {"images": len(rows), "pixels": {}, "verification": {}}
+        originals = [load_image(r[0]) for r in rows]
         for method, pipe in pipes.items():
             for kind in KINDS:
                 c = sum(pixel_counts(cr[kind][0], cr[kind][1], pipe) for cr in crops)
@@ -169,13 +170,13 @@ def main(argv=None) -> int:
                     "clutter_ink_removed": c[3] / max(1.0, c[2]) if c[2] else None,
                     "precision_of_kept_ink": c[1] / max(1.0, c[1] + c[2] - c[3]),
                 }
-            plain = [cr["plain"][0] for cr in crops]
+            described = {kind: describe_queries(pipe, [cr[kind][0] for cr in crops]) for kind in KINDS}
             for kind in KINDS:
                 entry["verification"].setdefault(kind, {})[method] = verification(
-                    pipe, plain, [cr[kind][0] for cr in crops], writers, kinds)
-            originals = [load_image(r[0]) for r in rows]
+                    pipe, described["plain"], described[kind], writers, kinds)
+            on_file = describe_queries(pipe, originals)
             entry["verification"].setdefault("original", {})[method] = verification(
-                pipe, originals, originals, writers, kinds)
+                pipe, on_file, on_file, writers, kinds)
             log.info("%s %s: %s", name, method, {k: round(v[method]["eer_skilled"] or 0, 4)
                                                   for k, v in entry["verification"].items()})
         report["sets"][name] = entry

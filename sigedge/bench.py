@@ -89,8 +89,7 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         spec = bundle.models[role]
         model = TFLiteModel(spec.file, threads=1)
         stages[f"embed_{spec.precision}"] = time_stage(lambda c: model(c[..., None]), canvases, repeat)
-        report["models"][role] = {"file": spec.file.name, "precision": spec.precision,
-                                  "bytes": spec.file.stat().st_size, "sha256": spec.sha256}
+        report["models"][role] = _model_row(spec)
         embeddings[role] = l2_normalize(np.stack([model(c[..., None]) for c in canvases]))
     refs = embeddings["embedder"][:5]
     stages["score"] = time_stage(lambda q: fuse_scores(cosine_similarities(q, refs)), list(embeddings["embedder"]), repeat)
@@ -150,8 +149,7 @@ def _bench_cleaner(bundle: ModelBundle, report: dict, decoded: list[np.ndarray],
         cleaner = LearnedCleaner(spec, threads=1)
         stages[f"clean_learned_{spec.precision}"] = time_stage(lambda img: clean_signature(img, learned, cleaner),
                                                                decoded, repeat)
-        report["models"][role] = {"file": spec.file.name, "precision": spec.precision,
-                                  "bytes": spec.file.stat().st_size, "sha256": spec.sha256}
+        report["models"][role] = _model_row(spec)
     if "clean_learned_int8" in stages:
         report["learned_cleaning_cost_vs_classic"] = (stages["clean_learned_int8"]["p50_ms"]
                                                       / stages["clean_classic"]["p50_ms"])
