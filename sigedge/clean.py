@@ -45,6 +45,10 @@ class CleanOptions:
     #: points of skilled EER, but on clean real scans it cost 4.5 (SigComp validation,
     #: ``benchmarks/cleaner.py``), and the scorer's thresholds were calibrated without it.
     method: Literal["classic", "learned", "auto"] = "classic"
+    #: Learned cleaning only: it is applied when it removes at least this share of the crop's
+    #: ink, else the crop gets the classic rules alone, so that a clean scan stays as it was.
+    #: ``None``: the bundle's ``cleaning.min_removed_share`` (0 when the manifest has none).
+    min_removed_share: float | None = None
 
 
 def line_mask(ink: np.ndarray, min_span: float = 0.75) -> np.ndarray:
@@ -118,6 +122,7 @@ class LearnedCleaner:
         self.spec = spec
         self.threshold = float(cleaning["threshold"])
         self.grow = float(cleaning.get("grow", 1.0))
+        self.min_removed_share = float(cleaning.get("min_removed_share", 0.0))
         self._model = TFLiteModel(spec.file, threads=threads)
         expected = (1, spec.input_height, spec.input_width, spec.input_channels)
         if self._model.input_shape != expected or self._model.output_shape[1:3] != expected[1:3]:
@@ -158,7 +163,10 @@ def clean_signature(image: np.ndarray, options: CleanOptions | None = None,
     ink = binarize(flat)
     remove = np.zeros_like(ink)
     if cleaner is not None and opts.method != "classic" and ink.any():
-        remove |= ink & ~cleaner.keep_mask(flat)
+        learned = ink & ~cleaner.keep_mask(flat)
+        gate = cleaner.min_removed_share if opts.min_removed_share is None else opts.min_removed_share
+        if learned.sum() >= gate * ink.sum():
+            remove |= learned
     if opts.remove_lines and ink.any():
         remove |= line_mask(ink, opts.min_line_span)
     if opts.remove_specks and ink.any():

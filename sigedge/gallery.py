@@ -200,6 +200,9 @@ class GalleryInfo:
     disk_bytes: int
     audit_events: int
     hnsw: dict = field(default_factory=dict)
+    #: how the references were cleaned (:attr:`Pipeline.cleaning`; "" for galleries made
+    #: before galleries recorded it, which were cleaned classically)
+    cleaning: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,9 @@ class ReindexResult:
     #: image (enrolled before galleries kept them), and those left without (no kept image)
     ink_measured: int = 0
     ink_missing: int = 0
+    #: how the references were cleaned before and after (:attr:`GalleryInfo.cleaning`)
+    previous_cleaning: str = ""
+    cleaning: str = ""
 
 
 def _iso(t: float) -> str:
@@ -326,6 +332,7 @@ class Gallery:
             "format": GALLERY_FORMAT,
             "created": time.time(),
             "model_sha256": self.pipeline.model_sha256,
+            "cleaning": self._cleaning(),
             "model_name": self._bundle_attr("name"),
             "model_version": self._bundle_attr("version"),
             "dim": self._dim,
@@ -350,6 +357,9 @@ class Gallery:
                     self._audit_in_txn(conn, {"event": "create", "model_sha256": meta["model_sha256"],
                                               "dim": self._dim, "encrypted": key is not None})
                 self._flush_audit()
+
+    def _cleaning(self) -> str:
+        return str(getattr(self.pipeline, "cleaning", "") or "")
 
     def _bundle_attr(self, name: str) -> str:
         bundle = getattr(self.pipeline, "bundle", None)
@@ -380,6 +390,12 @@ class Gallery:
                 f"{self.path}: the gallery was enrolled with model {stored[:12]}"
                 f"{f' ({name})' if name else ''}, but the loaded model is {self.pipeline.model_sha256[:12]}: "
                 f"run `sigedge reindex {self.path}` to re-embed its references")
+        stored_cleaning, cleaning = str(meta.get("cleaning") or ""), self._cleaning()
+        if stored_cleaning and cleaning and stored_cleaning != cleaning:
+            # the vectors are still comparable (same model), so this is a warning, not a refusal
+            log.warning("%s: the references were cleaned %r, queries now %r; scores mix the two "
+                        "(`sigedge reindex --force` re-embeds the references the current way)",
+                        self.path, stored_cleaning, cleaning)
 
     # ------------------------------------------------------------------ encryption helpers
 
@@ -1107,7 +1123,8 @@ class Gallery:
                 index_elements=int(self._index.element_count), index_deleted=self._index_deleted,
                 disk_bytes=self._store.disk_bytes(), audit_events=int(meta.get("audit_seq") or 0),
                 hnsw={"M": int(meta.get("hnsw_M") or 0), "ef_construction": int(meta.get("hnsw_ef_construction") or 0),
-                      "ef_search": self.options.ef_search, "space": _SPACE})
+                      "ef_search": self.options.ef_search, "space": _SPACE},
+                cleaning=str(meta.get("cleaning") or ""))
 
     def check_audit(self) -> AuditReport:
         """Verify the audit log's hash chain against the head stored in the database."""
@@ -1136,13 +1153,18 @@ class Gallery:
                 rows = conn.execute("SELECT s.id, s.writer, c.kind, c.data FROM samples s "
                                     "LEFT JOIN crops c ON c.sample_id = s.id ORDER BY s.id").fetchall()
                 without_ink = self._samples_without_ink(conn)
-            if old == new and int(meta["dim"]) == self._dim and not force:
+            old_cleaning, cleaning = str(meta.get("cleaning") or ""), self._cleaning()
+            # galleries that did not record it were cleaned classically (the only way then)
+            same_cleaning = (old_cleaning or "classic") == cleaning or not cleaning
+            if old == new and int(meta["dim"]) == self._dim and same_cleaning and not force:
                 # the vectors are current; samples enrolled before galleries kept ink
                 # statistics get them from their kept image, where there is one
                 if without_ink and getattr(self.pipeline, "describe", None) is not None:
                     measured, left = self._measure_missing_ink_locked()
-                    return ReindexResult(len(rows), old, new, measured > 0, time.perf_counter() - t0, measured, left)
-                return ReindexResult(len(rows), old, new, False, time.perf_counter() - t0)
+                    return ReindexResult(len(rows), old, new, measured > 0, time.perf_counter() - t0, measured, left,
+                                         old_cleaning, cleaning)
+                return ReindexResult(len(rows), old, new, False, time.perf_counter() - t0,
+                                     previous_cleaning=old_cleaning, cleaning=cleaning)
             missing = sum(1 for r in rows if r[3] is None)
             if missing:
                 raise GalleryError(
@@ -1173,10 +1195,12 @@ class Gallery:
                                  [(r[0], self._seal(k.astype("<f4").tobytes(), b"sigedge/ink|%d" % r[1]))
                                   for k, r in zip(inks, rows)])
                 Store.set_meta(conn, generation=gen, rebuild_generation=gen, model_sha256=new, dim=self._dim,
-                               model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"))
+                               model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"),
+                               cleaning=self._cleaning())
                 if self.options.audit:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": new,
                                               "previous_model_sha256": old, "samples": len(rows),
+                                              "cleaning": cleaning, "previous_cleaning": old_cleaning,
                                               "decision": "reindexed"})
             self._flush_audit()
             self._stored_dim = self._dim
@@ -1186,7 +1210,8 @@ class Gallery:
             self._store.save_index(self._index, self._index_gen, self._cipher)
             self._store.checkpoint_truncate()
         log.info("%s: reindexed %d samples with model %s", self.path, len(rows), new[:12])
-        return ReindexResult(len(rows), old, new, True, time.perf_counter() - t0)
+        return ReindexResult(len(rows), old, new, True, time.perf_counter() - t0,
+                             previous_cleaning=old_cleaning, cleaning=cleaning)
 
     def close(self) -> None:
         """Save the index if due and release the database. Idempotent."""

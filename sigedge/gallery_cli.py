@@ -215,8 +215,10 @@ def register(app: typer.Typer) -> None:
                                f"galleries kept them; {result.ink_missing} without a kept image (re-enrol those "
                                f"writers for the learned scorer)")
                 elif result.changed:
+                    cleaning = (f", cleaning {result.previous_cleaning or 'classic'} -> {result.cleaning}"
+                                if result.cleaning and result.previous_cleaning != result.cleaning else "")
                     typer.echo(f"reindexed {result.samples} signature(s): model {result.previous_model_sha256[:12]} "
-                               f"-> {result.model_sha256[:12]} ({result.seconds:.1f} s)")
+                               f"-> {result.model_sha256[:12]}{cleaning} ({result.seconds:.1f} s)")
                 else:
                     typer.echo(f"already up to date: {result.samples} signature(s) embedded with model "
                                f"{result.model_sha256[:12]} (use --force to re-embed anyway)")
@@ -250,6 +252,7 @@ def register(app: typer.Typer) -> None:
                         ("kept images", info.crops),
                         ("model", f"{info.model_sha256[:16]} {info.model_name} {info.model_version}".rstrip()),
                         ("model matches", "yes" if data["model_matches"] else "NO: run `sigedge reindex`"),
+                        ("cleaning", info.cleaning or "classic (not recorded)"),
                         ("dim", info.dim), ("encrypted", "yes" if info.encrypted else "no"),
                         ("created", info.created), ("generation", info.generation),
                         ("index", f"{info.index_elements} elements, {info.index_deleted} erased, "

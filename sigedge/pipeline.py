@@ -217,6 +217,18 @@ class Pipeline:
         return self.embedder_spec.sha256
 
     @property
+    def cleaning(self) -> str:
+        """How crops are cleaned before they are embedded, as galleries record it: ``none``,
+        ``classic``, or ``learned:<first 12 of the cleaner's sha256>:<its gate>``."""
+        if not self.options.clean:
+            return "none"
+        if self.cleaner is None:
+            return "classic"
+        gate = self.options.clean_options.min_removed_share
+        gate = self.cleaner.min_removed_share if gate is None else gate
+        return f"learned:{self.cleaner.spec.sha256[:12]}:{gate:g}"
+
+    @property
     def dim(self) -> int:
         return int(self._embedder.output_shape[-1])
 

@@ -92,3 +92,22 @@ def test_shipped_learned_cleaner_removes_printed_text_and_keeps_the_signature():
     assert (classic[text_ink] < 128).mean() > 0.9  # the classic rules cannot tell text from ink
     assert (learned[text_ink] < 128).mean() < 0.5  # the learned cleaner takes most of it away
     assert (learned[sig_ink] < 128).mean() > 0.75  # and keeps most of the signature
+
+
+def test_learned_cleaning_is_gated_by_the_share_of_ink_it_removes():
+    from sigedge.bundle import ModelBundle
+    from sigedge.clean import LearnedCleaner
+
+    cleaner = LearnedCleaner(ModelBundle.load().model("cleaner"))
+    assert 0.0 <= cleaner.min_removed_share < 0.5  # the manifest's gate
+    sig = cv2.cvtColor(synthetic_signature(7, 0, size=(200, 500)), cv2.COLOR_BGR2GRAY)
+    cluttered = sig.copy()
+    for k, y in enumerate((40, 95, 150)):
+        cv2.putText(cluttered, "PAY TO THE ORDER OF 1234.00"[k:], (5, y), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 40, 2)
+    classic = clean_signature(cluttered, CleanOptions(method="classic"))
+    ungated = clean_signature(cluttered, CleanOptions(method="learned", min_removed_share=0.0), cleaner)
+    never = clean_signature(cluttered, CleanOptions(method="learned", min_removed_share=1.01), cleaner)
+    assert np.array_equal(never, classic)  # below the gate: the classic rules alone
+    assert (ungated == 255).sum() > (classic == 255).sum() + 1000  # above it: the printed text goes
+    # the shipped gate lets this crop through: the text is far more than the gate's share of its ink
+    assert np.array_equal(clean_signature(cluttered, CleanOptions(method="learned"), cleaner), ungated)

@@ -582,3 +582,33 @@ def test_an_embedder_with_ink_but_no_rotations_still_scores_with_ink(tmp_path, p
         result = g.verify("w", images["query"][1][0])
     direct = pipeline.verify(images["query"][1][0], images["enrol"][1][:3])
     assert result.scorer == "learned" and result.score == pytest.approx(direct.score, abs=1e-6)
+
+
+def test_gallery_records_how_references_were_cleaned(tmp_path, pipeline, images, caplog):
+    """Enrolled with the learned cleaner, queried with the classic rules: said (a warning, the
+    vectors are still comparable), shown by info, and put right by reindex without --force."""
+    import logging
+
+    from sigedge import Pipeline, PipelineOptions
+    from sigedge.clean import CleanOptions
+
+    learned = Pipeline(options=PipelineOptions(clean_options=CleanOptions(method="learned")))
+    assert pipeline.cleaning == "classic" and learned.cleaning.startswith("learned:")
+    assert Pipeline(options=PipelineOptions(clean=False)).cleaning == "none"
+    path = tmp_path / "g"
+    with Gallery(path, learned, keep_crops=True) as g:
+        g.enroll("w0", images["enrol"][0][:3])
+        assert g.info().cleaning == learned.cleaning
+    with caplog.at_level(logging.WARNING, logger="sigedge.gallery"):
+        with Gallery(path, pipeline) as g:
+            assert g.info().cleaning == learned.cleaning
+    assert any("cleaned" in r.getMessage() and "classic" in r.getMessage() for r in caplog.records)
+    result = reindex_gallery(path, pipeline)  # same model, other cleaning: re-embedded
+    assert result.changed and (result.previous_cleaning, result.cleaning) == (learned.cleaning, "classic")
+    with Gallery(path, pipeline) as g:
+        assert g.info().cleaning == "classic"
+        expected = pipeline.embed_many(images["enrol"][0][:3])
+        np.testing.assert_allclose(g.references("w0"), expected / np.linalg.norm(expected, axis=1, keepdims=True),
+                                   atol=1e-6)
+        assert g.check_audit().ok
+    assert not reindex_gallery(path, pipeline).changed
