@@ -11,7 +11,9 @@ was trained on) is laid, by ``training/cleansynth.py``, on each kind of backgrou
 * ``synthetic``: drawn text, lines, boxes, grids and stamps (a seed training never drew).
 
 Then each cleaning method runs as the pipeline runs it: ``none`` (no cleaning), ``classic``
-(straight lines spanning the crop), ``learned`` (the bundle's cleaner, plus the classic rules).
+(straight lines spanning the crop), ``learned`` (the bundle's cleaner, plus the classic rules,
+applied where it removes at least the bundle's ``cleaning.min_removed_share`` of the ink, or
+``--gate``'s), ``learned_ungated`` (the cleaner on every crop).
 
 1. **Pixels**: of the crop's ink (Otsu on the flattened crop, as normalisation binarises), the
    share of the signature's ink kept, the share of the clutter's ink removed (clutter: ink more
@@ -57,16 +59,21 @@ REPO = Path(__file__).resolve().parent.parent
 SETS = {"sigcomp2011_dutch": REPO / "training/splits/sigcomp2011_dutch_val.csv",
         "ssbi": REPO / "training/splits/ssbi_val.csv"}
 KINDS = ("plain", "page", "cheque", "synthetic")
-METHODS = ("none", "classic", "learned")
+METHODS = ("none", "classic", "learned", "learned_ungated")
 SEED = 31337  # the backgrounds; training and the export's threshold drew other seeds
 REFERENCES = 5
 
 
-def pipelines(bundle: Path | None, precision: str = "int8") -> dict[str, Pipeline]:
+def pipelines(bundle: Path | None, precision: str = "int8", gate: float | None = None) -> dict[str, Pipeline]:
+    def learned(share):
+        return Pipeline(bundle, PipelineOptions(
+            clean_options=CleanOptions(method="learned", min_removed_share=share), precision=precision))
+
     return {
         "none": Pipeline(bundle, PipelineOptions(clean=False, precision=precision)),
         "classic": Pipeline(bundle, PipelineOptions(clean_options=CleanOptions(method="classic"), precision=precision)),
-        "learned": Pipeline(bundle, PipelineOptions(clean_options=CleanOptions(method="learned"), precision=precision)),
+        "learned": learned(gate),
+        "learned_ungated": learned(0.0),
     }
 
 
@@ -142,15 +149,19 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=("int8", "float"), default="int8",
                    help="the embedder and cleaner the pipelines run (float: the bundle's float references)")
     p.add_argument("--limit", type=int, default=0, help="first N rows of each set (smoke runs)")
+    p.add_argument("--gate", type=float, default=None,
+                   help="the learned method's min_removed_share (default: the bundle's cleaning.min_removed_share)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/cleaner.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    pipes = pipelines(args.bundle, args.precision)
+    pipes = pipelines(args.bundle, args.precision, args.gate)
     _, val_pages = DD.split_documents(args.data)
     sources = ClutterSources.load(args.data, val_pages, range(TRAIN_CHEQUES, 100))
     report: dict = {"bundle": str(pipes["learned"].bundle.directory), "seed": SEED, "references": REFERENCES,
                     "precision": args.precision, "command": "python benchmarks/cleaner.py " + " ".join(argv or sys.argv[1:]),
-                    "cleaner_sha256": pipes["learned"].cleaner.spec.sha256, "sets": {}}
+                    "cleaner_sha256": pipes["learned"].cleaner.spec.sha256,
+                    "min_removed_share": (pipes["learned"].cleaner.min_removed_share if args.gate is None else args.gate),
+                    "sets": {}}
     for name, csv_path in SETS.items():
         rows = read_labels(csv_path)
         if args.limit:
@@ -189,17 +200,19 @@ def main(argv=None) -> int:
 def print_table(report: dict) -> None:
     for name, entry in report["sets"].items():
         print(f"\n{name} ({entry['images']} images)")
-        print(f"{'background':<10} {'method':<8} {'sig kept':>9} {'clutter rm':>10} {'precision':>9} "
+        print(f"{'background':<10} {'method':<15} {'sig kept':>9} {'clutter rm':>10} {'precision':>9} "
               f"{'EER skilled':>11} {'EER random':>10} {'FRR@thr':>8}")
         for kind in (*KINDS, "original"):
             for method in METHODS:
+                if method not in entry["verification"][kind]:
+                    continue
                 px = entry["pixels"].get(kind, {}).get(method)
                 v = entry["verification"][kind][method]
                 pxs = (f"{px['signature_ink_kept']:>9.1%} "
                        + (f"{px['clutter_ink_removed']:>10.1%} " if px["clutter_ink_removed"] is not None else f"{'-':>10} ")
                        + f"{px['precision_of_kept_ink']:>9.1%}") if px else f"{'':>9} {'':>10} {'':>9}"
                 skilled = f"{v['eer_skilled']:.2%}" if v["eer_skilled"] is not None else "-"
-                print(f"{kind:<10} {method:<8} {pxs} {skilled:>11} {v['eer_random']:>10.2%} "
+                print(f"{kind:<10} {method:<15} {pxs} {skilled:>11} {v['eer_random']:>10.2%} "
                       f"{v['frr_at_default_threshold']:>8.1%}")
 
 

@@ -14,7 +14,10 @@ through the runtime's interpreter on:
   cheque templates), for the reported precision, recall and F1 at that threshold.
 
 Adds the ``cleaner`` / ``cleaner_float`` entries and a ``cleaning`` report to the bundle's
-``manifest.json``, leaving the other entries as they are.
+``manifest.json``, leaving the other entries as they are. Where the cleaner is applied
+(``cleaning.min_removed_share``) is a separate, optional step: ``python -m
+export.fit_cleaner_gate --bundle BUNDLE`` (measured, not adopted for the shipped cleaner; see
+the model card).
 """
 
 from __future__ import annotations
@@ -93,8 +96,8 @@ def export(run: Path, out: Path, data_root: Path | None = None,
            cache: Path = Path.home() / ".cache" / "sigedge-train") -> dict:
     from training import data as D
     from training.cleansynth import CleanerSynth
-    from training.train_cleaner import HEIGHT, WIDTH, build_cleaner, ink_f1, load_qat_cleaner, signature_pool, \
-        sources, validation_set
+    from training.train_cleaner import HEIGHT, WIDTH, build_cleaner, gate_writers, ink_f1, load_qat_cleaner, \
+        signature_pool, sources, validation_set
 
     manifest_path = out / "manifest.json"
     if not manifest_path.is_file():
@@ -105,7 +108,12 @@ def export(run: Path, out: Path, data_root: Path | None = None,
                          limit=int(cfg.get("limit", 0)), val_pairs=int(cfg.get("val_pairs", 384)))
     samples = D.load_all(ns.data)
     train_writers, _ = D.split_writers(samples)
-    pool = signature_pool(ns, train_writers, "train", ns.limit or int(cfg.get("signatures", 3000)))
+    held_fraction = float(cfg.get("gate_writers", 0) or 0)
+    held_out = gate_writers(samples, train_writers, held_fraction)
+    # a run that kept writers out of its pool has its threshold chosen on their signatures,
+    # which it never saw, as a new writer's will be
+    pool = signature_pool(ns, held_out or train_writers, f"heldout{held_fraction:g}" if held_out else "train",
+                          ns.limit or int(cfg.get("signatures", 3000)))
     train_x, train_y = CleanerSynth(pool, sources(ns, "train"), seed=THRESHOLD_SEED, height=HEIGHT,
                                     width=WIDTH).batch(THRESHOLD_PAIRS)
     val_x, val_y = validation_set(ns)
@@ -138,13 +146,17 @@ def export(run: Path, out: Path, data_root: Path | None = None,
         manifest["cleaning"] = {
             "training": {"command": (f"python -m training.train_cleaner --out {run} --epochs {cfg.get('epochs')} "
                                      f"--qat-epochs {cfg.get('qat_epochs')} --steps {cfg.get('steps')} "
-                                     f"--batch {cfg.get('batch')} --seed {cfg.get('seed')}"),
+                                     f"--batch {cfg.get('batch')} --seed {cfg.get('seed')}" + _v2_flags(cfg)),
                          "architecture": "encoder-decoder, depthwise-separable, 128x256x1 -> 128x256x1 logit",
                          "data": "signatures of the embedder's training writers (split seed %d) on windows of the "
                                  "training pages of documents_tobacco800, SSBI cheque templates 1-7 and synthetic "
-                                 "clutter" % D.SPLIT_SEED},
-            "threshold_chosen_on": "pairs from the training writers, pages and cheque templates (seed %d)"
-                                   % THRESHOLD_SEED,
+                                 "clutter" % D.SPLIT_SEED,
+                         "gate_writers": held_fraction, "gate_writers_held_out": len(held_out),
+                         "synthetic_signatures": int(cfg.get("synthetic_signatures", 0) or 0),
+                         "augment_ink": float(cfg.get("augment_ink", 0) or 0)},
+            "threshold_chosen_on": "pairs from the %s, pages and cheque templates (seed %d)"
+                                   % ("training writers held out of the pool" if held_out else "training writers",
+                                      THRESHOLD_SEED),
             "report": report,
         }
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -152,6 +164,13 @@ def export(run: Path, out: Path, data_root: Path | None = None,
         return manifest["cleaning"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _v2_flags(cfg: dict) -> str:
+    """The pool options of a run that used them (runs before them had none)."""
+    flags = [(f, cfg.get(k)) for f, k in (("--synthetic-signatures", "synthetic_signatures"),
+                                          ("--augment-ink", "augment_ink"), ("--gate-writers", "gate_writers"))]
+    return "".join(f" {f} {v}" for f, v in flags if v not in (None, "0", "0.0"))
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def test_cleaner_trains_exports_and_runs_in_the_pipeline(pair_sources, tmp_path)
     data, _, _ = pair_sources
     run = tmp_path / "run"
     train_main(["--data", str(data), "--out", str(run), "--cache", str(tmp_path / "cache"), "--epochs", "1",
-                "--qat-epochs", "1", "--steps", "2", "--batch", "4", "--limit", "12", "--val-pairs", "8"])
+                "--qat-epochs", "1", "--steps", "2", "--batch", "4", "--limit", "12", "--val-pairs", "8",
+                "--synthetic-signatures", "3", "--augment-ink", "0.5", "--gate-writers", "0.5"])
     state = json.loads((run / "state.json").read_text())
     assert state["phase"] == "done" and [h["phase"] for h in state["history"]] == ["float", "qat"]
     assert {"f1", "precision", "recall", "clutter_kept"} <= set(state["history"][0])
@@ -127,9 +128,70 @@ def test_cleaner_trains_exports_and_runs_in_the_pipeline(pair_sources, tmp_path)
     assert spec.precision == "int8" and (spec.input_height, spec.input_width) == (128, 256)
     assert 0.0 < spec.raw["cleaning"]["threshold"] < 1.0
     assert "detector" in loaded.models  # the other models are left as they were
+    from export.fit_cleaner_gate import GATE_GRID
+    from export.fit_cleaner_gate import fit as fit_gate
+
+    assert cleaning["training"]["gate_writers"] == 0.5 and cleaning["training"]["gate_writers_held_out"] >= 2
+    assert "--gate-writers 0.5" in cleaning["training"]["command"]
+    assert "held out" in cleaning["threshold_chosen_on"]
+    assert "min_removed_share" not in spec.raw["cleaning"]  # the gate is a separate step:
+    gate = fit_gate(bundle, data, images=4)
+    assert "held out" in gate["chosen_on"]
+    loaded = ModelBundle.load(bundle)
+    for role in ("cleaner", "cleaner_float"):  # fitted for both precisions
+        assert loaded.model(role).raw["cleaning"]["min_removed_share"] in GATE_GRID
+        assert gate["roles"][role]["grid"]["0.0"]["cells"]
 
     pipe = Pipeline(bundle, PipelineOptions(clean_options=CleanOptions(method="learned")))
     assert pipe.cleaner is not None
     image = synthetic_signature(3, 1)
     cleaned = pipe._cleaned(image)
     assert cleaned.shape == image.shape[:2] and cleaned.dtype == np.uint8
+
+
+def test_gate_is_the_one_whose_cleaned_crops_embed_closest():
+    from export.fit_cleaner_gate import choose_gate
+
+    rows = []
+    for k in range(10):  # clean scans: the cleaner removes 1-3 % and costs cosine
+        rows.append({"collection": "ssbi", "kind": "original", "removed": 0.01 + 0.002 * k, "classic": 1.0,
+                     "learned": 0.9})
+    for k in range(10):  # cluttered crops: it removes 12-50 % and gains
+        rows.append({"collection": "ssbi", "kind": "page", "removed": 0.12 + 0.04 * k, "classic": 0.4,
+                     "learned": 0.7})
+    gate, table = choose_gate(rows)
+    assert gate == 0.05  # the smallest gate that spares every clean scan and keeps every cluttered crop
+    assert table["0.05"]["cells"]["ssbi/original"]["learned_applied"] == 0.0
+    assert table["0.05"]["cells"]["ssbi/page"]["learned_applied"] == 1.0
+    assert table["0.05"]["mean_cosine"] > table["0.0"]["mean_cosine"] > table["0.3"]["mean_cosine"] - 1
+    assert choose_gate([])[0] == 0.0
+
+
+def test_gate_writers_are_training_writers_the_pool_never_sees(tmp_path):
+    from training import data as D
+    from training.train_cleaner import gate_writers
+
+    data = make_fake_data_root(tmp_path / "data", writers=8, genuine=1, forgeries=0)
+    samples = D.load_all(data)
+    train, val = D.split_writers(samples)
+    held = gate_writers(samples, train, 0.25)
+    assert held and held <= train and not held & val
+    assert gate_writers(samples, train, 0.25) == held  # seeded
+    for name in ("sigcomp2011_dutch", "ssbi"):  # a share of each collection, no cross-media writer
+        mine = {w for w in train if w.startswith(name + ":")}
+        assert len(held & mine) == round(0.25 * len(mine))
+    assert not any(w.startswith("cross_media") or w.startswith("e0") for w in held)
+    assert gate_writers(samples, train, 0.0) == set()
+
+
+def test_pool_extras_warp_and_synthesise_ink(tmp_path):
+    from training.cleansynth import warp_ink
+    from training.train_cleaner import synthetic_pool
+
+    inks = synthetic_pool(3, 1, tmp_path)
+    assert len(inks) == 3 and all(i.dtype == np.uint8 and i.max() > 100 for i in inks)
+    assert all(i[0].max() > 20 or i[:, 0].max() > 20 for i in inks)  # cropped to their ink
+    again = synthetic_pool(3, 1, tmp_path)  # cached
+    assert all(np.array_equal(a, b) for a, b in zip(inks, again))
+    warped = warp_ink(inks[0], np.random.default_rng(0))
+    assert warped.dtype == np.uint8 and warped.max() > 100 and warped.shape != inks[0].shape

@@ -91,8 +91,11 @@ class CleanerSynth:
     """Makes (input canvas, target canvas) pairs; one instance per thread."""
 
     def __init__(self, pool: SignaturePool, sources: ClutterSources, seed: int, height: int = 128, width: int = 256,
-                 kind_weights: tuple[float, ...] = KIND_WEIGHTS):
+                 kind_weights: tuple[float, ...] = KIND_WEIGHTS, augment_ink: float = 0.0):
         self.pool, self.sources = pool, sources
+        #: chance that a signature drawn from the pool is warped (affine, elastic, pen) first,
+        #: so that the cleaner learns handwriting rather than the pool's signatures
+        self.augment_ink = augment_ink
         self.rng = np.random.default_rng(seed)
         self.height, self.width = height, width
         self.drawer = PageSynth(None, seed=seed + 1)
@@ -112,6 +115,8 @@ class CleanerSynth:
         kind = kind or str(r.choice(KINDS, p=self.kind_p))
         if ink is None:
             ink = self.pool.inks[r.integers(len(self.pool.inks))]
+            if r.random() < self.augment_ink:
+                ink = warp_ink(ink, r)
         sig_w = int(r.uniform(120, 520))
         scale = sig_w / ink.shape[1]
         sig_h = max(4, int(ink.shape[0] * scale * r.uniform(0.85, 1.15)))
@@ -219,6 +224,22 @@ class CleanerSynth:
             ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(r.integers(40, 95))])
             img = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
         return img
+
+
+def warp_ink(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A signature's ink image (0 paper, 255 ink) turned, sheared, warped and re-inked as the
+    embedder's augmentation does, cropped back to its ink."""
+    from sigedge.normalize import crop_to_ink
+    from training.augment import elastic, pen, random_affine
+
+    pad = max(4, ink.shape[0] // 3)
+    out = np.pad(ink, pad)
+    out = pen(elastic(random_affine(out, rng), rng), rng)
+    box = crop_to_ink(out > 20)
+    if box is None:
+        return ink
+    x0, y0, x1, y1 = box
+    return out[y0:y1, x0:x1]
 
 
 def canvas_pair(crop: np.ndarray, target: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

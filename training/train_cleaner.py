@@ -55,6 +55,13 @@ def parse_args(argv=None):
     p.add_argument("--signatures", type=int, default=3000, help="training signatures in the pasting pool")
     p.add_argument("--val-pairs", type=int, default=384)
     p.add_argument("--limit", type=int, default=0, help="use only N signatures and pages (smoke tests)")
+    p.add_argument("--synthetic-signatures", type=int, default=0,
+                   help="procedural signatures (training/synthsig.py) added to the pasting pool")
+    p.add_argument("--augment-ink", type=float, default=0.0,
+                   help="chance that a pasted signature is warped first (affine, elastic, pen)")
+    p.add_argument("--gate-writers", type=float, default=0.0,
+                   help="share of the training writers of sigcomp2011_dutch and ssbi kept out of the pool, for "
+                        "fitting where the cleaner is applied (export/fit_cleaner_gate.py) on writers it never saw")
     return p.parse_args(argv)
 
 
@@ -155,6 +162,41 @@ def signature_pool(args, writers: set[str], tag: str, n: int) -> SignaturePool:
     return pool
 
 
+def gate_writers(samples: list, train_writers: set[str], fraction: float, seed: int = D.SPLIT_SEED) -> set[str]:
+    """``fraction`` of each of sigcomp2011_dutch's and ssbi's training writers (seeded): kept out
+    of the cleaner's pool so that its gate is fitted on signatures it never saw."""
+    if fraction <= 0:
+        return set()
+    rng = np.random.default_rng(seed + 17)
+    out: set[str] = set()
+    for name in ("sigcomp2011_dutch", "ssbi"):
+        writers = sorted({s.writer for s in samples if s.dataset == name and s.writer in train_writers})
+        k = int(round(fraction * len(writers)))
+        out |= {writers[i] for i in rng.choice(len(writers), k, replace=False)} if k else set()
+    return out
+
+
+def synthetic_pool(n: int, seed: int, cache: Path) -> list[np.ndarray]:
+    """``n`` procedural signatures (ink images cropped to their ink), a quarter of them forged."""
+    from sigedge.normalize import crop_to_ink
+    from training.synthsig import random_signer, render
+
+    path = cache / f"cleaner_synthetic_{n}_{seed}.npz"
+    if path.exists():
+        return SignaturePool.load(path).inks
+    rng = np.random.default_rng(seed + 99)
+    inks = []
+    while len(inks) < n:
+        img = render(random_signer(rng), rng, forgery=rng.random() < 0.25, out_hw=(160, 480))
+        box = crop_to_ink(img > 20)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            inks.append(img[y0:y1, x0:x1])
+    cache.mkdir(parents=True, exist_ok=True)
+    SignaturePool(inks).save(path)
+    return inks
+
+
 def sources(args, split: str) -> ClutterSources:
     train_pages, val_pages = DD.split_documents(args.data)
     pages = train_pages if split == "train" else val_pages
@@ -192,8 +234,14 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     samples = D.load_all(args.data)
     train_writers, _ = D.split_writers(samples)
+    held_out = gate_writers(samples, train_writers, args.gate_writers)
     n_sigs = args.limit or args.signatures
-    pool = signature_pool(args, train_writers, "train", n_sigs)
+    tag = "train" if not held_out else f"train-gate{args.gate_writers:g}"
+    pool = signature_pool(args, train_writers - held_out, tag, n_sigs)
+    if args.synthetic_signatures:
+        pool = SignaturePool(pool.inks + synthetic_pool(args.synthetic_signatures, args.seed, args.cache))
+    log.info("pool: %d signatures (%d procedural); %d training writers held out for the gate", len(pool.inks),
+             args.synthetic_signatures, len(held_out))
     train_sources = sources(args, "train")
     val = validation_set(args)
     log.info("signatures %d, pages %d, cheque regions %d; validation pairs %d", len(pool.inks),
@@ -209,7 +257,7 @@ def main(argv=None):
     float_lr = warmup_cosine(args.lr, args.steps, args.epochs * args.steps, floor=0.03)
     # a resumed run draws new pairs: the generator's stream continues from a new seed
     batches = PairBatches(CleanerSynth(pool, train_sources, seed=args.seed * 1000 + len(state["history"]),
-                                       height=HEIGHT, width=WIDTH), args.batch)
+                                       height=HEIGHT, width=WIDTH, augment_ink=args.augment_ink), args.batch)
 
     def make_step(m, opt):
         @tf.function
