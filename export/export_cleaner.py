@@ -146,7 +146,7 @@ def export(run: Path, out: Path, data_root: Path | None = None,
         manifest["cleaning"] = {
             "training": {"command": (f"python -m training.train_cleaner --out {run} --epochs {cfg.get('epochs')} "
                                      f"--qat-epochs {cfg.get('qat_epochs')} --steps {cfg.get('steps')} "
-                                     f"--batch {cfg.get('batch')} --seed {cfg.get('seed')}" + _v2_flags(cfg)),
+                                     f"--batch {cfg.get('batch')} --seed {cfg.get('seed')}" + _pool_flags(cfg)),
                          "architecture": "encoder-decoder, depthwise-separable, 128x256x1 -> 128x256x1 logit",
                          "data": "signatures of the embedder's training writers (split seed %d) on windows of the "
                                  "training pages of documents_tobacco800, SSBI cheque templates 1-7 and synthetic "
@@ -166,7 +166,7 @@ def export(run: Path, out: Path, data_root: Path | None = None,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _v2_flags(cfg: dict) -> str:
+def _pool_flags(cfg: dict) -> str:
     """The pool options of a run that used them (runs before them had none)."""
     flags = [(f, cfg.get(k)) for f, k in (("--synthetic-signatures", "synthetic_signatures"),
                                           ("--augment-ink", "augment_ink"), ("--gate-writers", "gate_writers"))]

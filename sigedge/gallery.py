@@ -1196,7 +1196,7 @@ class Gallery:
                                   for k, r in zip(inks, rows)])
                 Store.set_meta(conn, generation=gen, rebuild_generation=gen, model_sha256=new, dim=self._dim,
                                model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"),
-                               cleaning=self._cleaning())
+                               cleaning=cleaning)
                 if self.options.audit:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": new,
                                               "previous_model_sha256": old, "samples": len(rows),

@@ -229,17 +229,23 @@ class CleanerSynth:
 def warp_ink(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A signature's ink image (0 paper, 255 ink) turned, sheared, warped and re-inked as the
     embedder's augmentation does, cropped back to its ink."""
-    from sigedge.normalize import crop_to_ink
     from training.augment import elastic, pen, random_affine
 
     pad = max(4, ink.shape[0] // 3)
     out = np.pad(ink, pad)
-    out = pen(elastic(random_affine(out, rng), rng), rng)
-    box = crop_to_ink(out > 20)
+    out = cropped_to_ink(pen(elastic(random_affine(out, rng), rng), rng))
+    return ink if out is None else out
+
+
+def cropped_to_ink(ink: np.ndarray) -> np.ndarray | None:
+    """An ink image (0 paper, 255 ink) cut to the box of its visible ink (None: none)."""
+    from sigedge.normalize import crop_to_ink
+
+    box = crop_to_ink(ink > 20)
     if box is None:
-        return ink
+        return None
     x0, y0, x1, y1 = box
-    return out[y0:y1, x0:x1]
+    return ink[y0:y1, x0:x1]
 
 
 def canvas_pair(crop: np.ndarray, target: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

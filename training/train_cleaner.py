@@ -178,7 +178,7 @@ def gate_writers(samples: list, train_writers: set[str], fraction: float, seed: 
 
 def synthetic_pool(n: int, seed: int, cache: Path) -> list[np.ndarray]:
     """``n`` procedural signatures (ink images cropped to their ink), a quarter of them forged."""
-    from sigedge.normalize import crop_to_ink
+    from training.cleansynth import cropped_to_ink
     from training.synthsig import random_signer, render
 
     path = cache / f"cleaner_synthetic_{n}_{seed}.npz"
@@ -187,11 +187,9 @@ def synthetic_pool(n: int, seed: int, cache: Path) -> list[np.ndarray]:
     rng = np.random.default_rng(seed + 99)
     inks = []
     while len(inks) < n:
-        img = render(random_signer(rng), rng, forgery=rng.random() < 0.25, out_hw=(160, 480))
-        box = crop_to_ink(img > 20)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            inks.append(img[y0:y1, x0:x1])
+        ink = cropped_to_ink(render(random_signer(rng), rng, forgery=rng.random() < 0.25, out_hw=(160, 480)))
+        if ink is not None:
+            inks.append(ink)
     cache.mkdir(parents=True, exist_ok=True)
     SignaturePool(inks).save(path)
     return inks
