@@ -47,6 +47,7 @@ _LAZY = {
     "AuditReport": "gallery",
     "check_audit": "gallery",
     "reindex_gallery": "gallery",
+    "pipeline_for_gallery": "gallery",
     "verify_in_gallery": "gallery",
     "ModelBundle": "bundle",
     "NormalizeOptions": "normalize",

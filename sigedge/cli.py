@@ -45,7 +45,7 @@ RotationsOpt = typer.Option(None, "--query-rotations",
 CleanerOpt = typer.Option(None, "--cleaner", help="classic (straight lines spanning the crop), learned (also the "
                           "bundle's learned cleaner: printed text, stamps, lines) or auto (learned where the bundle "
                           "has a cleaner). Default: classic, the cleaning the thresholds were "
-                          "calibrated with.")
+                          "calibrated with; with --gallery, the way its references were cleaned.")
 
 
 _pipeline = make_pipeline
@@ -95,14 +95,11 @@ def verify(
                 raise UsageError("give either reference images or --gallery/--writer, not both")
             if explain is not None:
                 raise UsageError("--explain needs reference images (a gallery keeps vectors, not pictures)")
-            if cleaner is not None:
-                raise UsageError("--cleaner does not apply to --gallery: a gallery's vectors were enrolled with "
-                                 "its own pipeline")
             from .gallery_cli import verify_in_gallery
 
             result = verify_in_gallery(gallery, writer, query, bundle=bundle, threads=threads, threshold=threshold,
                                        operating_point=operating_point, key_file=key_file, scorer=scorer,
-                                       query_rotations=query_rotations)
+                                       query_rotations=query_rotations, cleaner=cleaner)
             ref_names = [f"{writer}#{i}" for i in range(len(result.similarities))]
         else:
             if not references:

@@ -47,10 +47,11 @@ def parse_rotations(text: str | None) -> tuple[float, ...] | None:
 
 def make_pipeline(bundle: Path | None, threads: int = 1, precision: str = "int8", threshold: float | None = None,
                   operating_point: str | None = None, clean: bool = True, scorer: str = "bundle",
-                  query_rotations: str | None = None, cleaner: str | None = None):
+                  query_rotations: str | None = None, cleaner: str | None = None, gallery: Path | None = None):
     """The :class:`~sigedge.pipeline.Pipeline` a command's options describe (checked here, so
-    that a bad value is a usage error, exit 2). ``cleaner``: classic, learned or auto (None: the
-    default of :class:`~sigedge.clean.CleanOptions`)."""
+    that a bad value is a usage error, exit 2). ``cleaner``: classic, learned or auto (None: as
+    ``gallery`` recorded it cleaned its references, else the default of
+    :class:`~sigedge.clean.CleanOptions`)."""
     from .clean import CleanOptions
     from .errors import UsageError
     from .pipeline import Pipeline, PipelineOptions
@@ -65,6 +66,10 @@ def make_pipeline(bundle: Path | None, threads: int = 1, precision: str = "int8"
     opts = PipelineOptions(threads=threads, precision=precision, threshold=threshold,  # type: ignore[arg-type]
                            operating_point=operating_point, clean=clean, scorer=scorer,  # type: ignore[arg-type]
                            query_rotations=parse_rotations(query_rotations), clean_options=clean_options)
+    if gallery is not None and cleaner is None:
+        from .gallery import pipeline_for_gallery
+
+        return pipeline_for_gallery(gallery, bundle, opts)
     return Pipeline(bundle, opts)
 
 

@@ -53,7 +53,7 @@ import numpy as np
 
 from .audit import AUDIT_FILE, GENESIS_HASH, AuditLog, AuditReport, make_line, verify_chain
 from .errors import GalleryError, SigedgeError, UsageError
-from .gallery_store import GALLERY_FORMAT, Store, ensure_ink_schema, has_table
+from .gallery_store import DB_FILE, GALLERY_FORMAT, Store, ensure_ink_schema, has_table
 from .imageio import ImageInput, load_image, read_image_bytes
 from .pipeline import VerifyResult
 from .scoring import INK_STATISTICS, Fusion
@@ -71,6 +71,8 @@ __all__ = [
     "check_audit",
     "describe_images",
     "embed_images",
+    "pipeline_for_gallery",
+    "recorded_cleaning",
     "reindex_gallery",
     "verify_in_gallery",
 ]
@@ -284,9 +286,7 @@ class Gallery:
         self._mutex = threading.RLock()
         self._closed = True
         if pipeline is None:
-            from .pipeline import Pipeline
-
-            pipeline = Pipeline()
+            pipeline = pipeline_for_gallery(self.path)
         self.pipeline: Embedder = pipeline
         self._dim = int(pipeline.dim)
         self._cipher = None
@@ -683,6 +683,20 @@ class Gallery:
         if row.get("model_sha256") != self.pipeline.model_sha256 or int(row.get("dim", -1)) != self._dim:
             raise GalleryError(f"{self.path}: the gallery was re-indexed with another model while open: reopen it")
 
+    def _ensure_cleaning_in_txn(self, conn) -> None:
+        """Refuse to enrol references cleaned otherwise than the ones stored: one gallery, one
+        cleaning (it records one, and reindex re-embeds by it). An empty gallery takes the new one."""
+        cleaning = self._cleaning()
+        row = conn.execute("SELECT value FROM meta WHERE key='cleaning'").fetchone()
+        stored = str(row[0] or "") if row else ""
+        if not cleaning or not stored or stored == cleaning:
+            return
+        if conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]:
+            raise GalleryError(f"{self.path}: its references were cleaned {stored!r}, this pipeline cleans {cleaning!r}; "
+                               f"enrol the way they were (the CLI follows the gallery unless --cleaner says otherwise), "
+                               f"or re-embed them first (`sigedge reindex --force --cleaner ...`)")
+        Store.set_meta(conn, cleaning=cleaning)
+
     def _unsaved_changes(self) -> tuple[int, int | None]:
         files = self._store.index_files()
         file_gen = files[0][0] if files else None
@@ -767,6 +781,7 @@ class Gallery:
             lookup = self._lookup(writer_id)
             with self._store.write() as conn:
                 self._ensure_model_in_txn(conn)
+                self._ensure_cleaning_in_txn(conn)
                 gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]) + 1
                 found = conn.execute("SELECT id, ref FROM writers WHERE lookup=?", (lookup,)).fetchone()
                 if found is None:
@@ -1288,6 +1303,36 @@ def _crop_of(image: ImageInput) -> tuple[str, bytes]:
     if not ok:  # pragma: no cover - PNG encoding of a uint8 image does not fail
         raise GalleryError("cannot encode the image to keep it")
     return "png", buf.tobytes()
+
+
+def recorded_cleaning(path: str | os.PathLike) -> str:
+    """How the references of the gallery at ``path`` were cleaned, as it recorded it (the form
+    of :attr:`Pipeline.cleaning`); ``""`` where there is no gallery yet or it predates the record.
+    Needs no key: the record is not secret."""
+    directory = Path(os.fsdecode(path))
+    if not directory.is_dir() or not (directory / DB_FILE).exists():
+        return ""
+    store = Store(directory, create=False)
+    try:
+        return str(store.meta().get("cleaning") or "") if store.is_initialised() else ""
+    finally:
+        store.close()
+
+
+def pipeline_for_gallery(path: str | os.PathLike, bundle: str | os.PathLike | None = None,
+                         options: Any = None) -> Any:
+    """A :class:`~sigedge.pipeline.Pipeline` that cleans queries and new references the way the
+    gallery at ``path`` cleaned its references (``options`` otherwise; a new gallery keeps them)."""
+    from .pipeline import Pipeline, PipelineOptions
+
+    options = options or PipelineOptions()
+    cleaning = recorded_cleaning(path)
+    if cleaning:
+        try:
+            options = options.with_cleaning(cleaning)
+        except ValueError as exc:
+            raise GalleryError(f"{os.fsdecode(path)}: {exc}") from None
+    return Pipeline(bundle, options)
 
 
 def check_audit(path: str | os.PathLike) -> AuditReport:

@@ -2,17 +2,19 @@
 
 ``sigedge.cli`` calls :func:`register` to add them to its app::
 
-    sigedge enroll GALLERY WRITER IMG... [--keep-crops] [--json]
-    sigedge identify GALLERY IMG [--k 5] [--all] [--json]
+    sigedge enroll GALLERY WRITER IMG... [--keep-crops] [--cleaner M] [--json]
+    sigedge identify GALLERY IMG [--k 5] [--all] [--cleaner M] [--json]
     sigedge remove GALLERY WRITER [--json]
     sigedge audit check GALLERY [--json]
-    sigedge reindex GALLERY [--force] [--json]
+    sigedge reindex GALLERY [--force] [--cleaner M] [--json]
     sigedge gallery-info GALLERY [--writers] [--json]
 
 An encrypted gallery's key comes from ``--key-file PATH`` or ``SIGEDGE_GALLERY_KEY``
 (hex or base64 of 32 bytes); enrolling into a new gallery with a key creates it encrypted.
 Errors are one line on stderr with the exit codes of :data:`sigedge.errors.EXIT_CODES`
-(6 for gallery errors, including a failed audit check).
+(6 for gallery errors, including a failed audit check). Queries and new references are
+cleaned the way the gallery recorded its references were cleaned, unless ``--cleaner`` says
+otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ _KEY_FILE = typer.Option(None, "--key-file",
 _BUNDLE = typer.Option(None, "--bundle", help="Model bundle directory (default: the bundled models).")
 _THREADS = typer.Option(1, "--threads", min=1, help="Interpreter threads.")
 _PRECISION = typer.Option("int8", "--precision", help="int8 (shipped) or float (reference) embedder.")
+_CLEANER = typer.Option(None, "--cleaner", help="classic, learned (the bundle's learned cleaner too: printed text, "
+                        "stamps) or auto. Default: the way the gallery's references were cleaned (classic for a new "
+                        "gallery); enrolling another way into a gallery that has references is refused.")
 
 
 _pipeline = make_pipeline
@@ -55,18 +60,19 @@ def verify_in_gallery(gallery_path: str | os.PathLike, writer: str, query, key: 
                       bundle: Optional[Path] = None, threads: int = 1, threshold: Optional[float] = None,
                       operating_point: Optional[str] = None, precision: str = "int8",
                       key_file: Optional[Path] = None, scorer: str = "bundle",
-                      query_rotations: Optional[str] = None) -> VerifyResult:
+                      query_rotations: Optional[str] = None, cleaner: Optional[str] = None) -> VerifyResult:
     """1:1 verification of ``query`` against ``writer``'s references in a gallery.
 
     What ``sigedge verify --gallery G --writer W QUERY`` runs. The key is ``key``, else
-    the one in ``key_file``, else ``SIGEDGE_GALLERY_KEY``.
+    the one in ``key_file``, else ``SIGEDGE_GALLERY_KEY``. The query is cleaned as the
+    gallery's references were, unless ``cleaner`` says otherwise.
     """
     from .gallery import verify_in_gallery as _verify
 
     if key is None and key_file is not None:
         key = _key(key_file)
     pipe = _pipeline(bundle, threads, precision, threshold, operating_point, scorer=scorer,
-                     query_rotations=query_rotations)
+                     query_rotations=query_rotations, cleaner=cleaner, gallery=Path(os.fsdecode(gallery_path)))
     return _verify(gallery_path, writer, query, key=key, pipeline=pipe)
 
 
@@ -84,6 +90,7 @@ def register(app: typer.Typer) -> None:
         bundle: Optional[Path] = _BUNDLE,
         threads: int = _THREADS,
         precision: str = _PRECISION,
+        cleaner: Optional[str] = _CLEANER,
         as_json: bool = _JSON,
     ) -> None:
         """Enrol reference signatures of WRITER (all or nothing: one bad image changes nothing)."""
@@ -94,7 +101,7 @@ def register(app: typer.Typer) -> None:
 
             key = _key(key_file)
             _check_writer_id(writer)
-            pipe = _pipeline(bundle, threads, precision)
+            pipe = _pipeline(bundle, threads, precision, cleaner=cleaner, gallery=gallery)
             # Embed first, so that a bad image leaves no trace (not even a new empty gallery).
             vectors, inks, crops = describe_images(pipe, list(images), keep_crops)
             with Gallery(gallery, pipe, key=key, keep_crops=keep_crops) as g:
@@ -117,6 +124,7 @@ def register(app: typer.Typer) -> None:
         bundle: Optional[Path] = _BUNDLE,
         threads: int = _THREADS,
         precision: str = _PRECISION,
+        cleaner: Optional[str] = _CLEANER,
         as_json: bool = _JSON,
     ) -> None:
         """Which enrolled writer signed IMAGE? Lists accepted writers, best first (none: unknown signer)."""
@@ -124,7 +132,7 @@ def register(app: typer.Typer) -> None:
             from .gallery import Gallery
 
             key = _key(key_file)
-            pipe = _pipeline(bundle, threads, precision)
+            pipe = _pipeline(bundle, threads, precision, cleaner=cleaner, gallery=gallery)
             if page:
                 _identify_page(Gallery, gallery, image, pipe, key, k, show_all, as_json)
                 return
@@ -164,7 +172,7 @@ def register(app: typer.Typer) -> None:
             from .gallery import Gallery
 
             key = _key(key_file)
-            with Gallery(gallery, _pipeline(bundle, 1, precision), key=key, create=False) as g:
+            with Gallery(gallery, _pipeline(bundle, 1, precision, gallery=gallery), key=key, create=False) as g:
                 n = g.remove(writer)
             emit({"gallery": _name(gallery), "writer": writer, "samples_erased": n}, as_json,
                  lambda: typer.echo(f"erased {writer!r}: {n} signature(s)"))
@@ -198,16 +206,20 @@ def register(app: typer.Typer) -> None:
         bundle: Optional[Path] = _BUNDLE,
         threads: int = _THREADS,
         precision: str = _PRECISION,
+        cleaner: Optional[str] = typer.Option(None, "--cleaner", help="Re-clean the kept images this way: classic, "
+                                              "learned or auto (default: the way they were cleaned)."),
         as_json: bool = _JSON,
     ) -> None:
         """Re-embed a gallery's kept images with the current model, measuring their ink statistics too
-        (needs galleries enrolled with --keep-crops). Without --force, only when the model changed or
-        some samples lack ink statistics (enrolled before galleries kept them)."""
+        (needs galleries enrolled with --keep-crops). Without --force, only when the model or the
+        cleaning (--cleaner) changed or some samples lack ink statistics (enrolled before galleries
+        kept them)."""
         with command_errors():
             from .gallery import reindex_gallery
 
             key = _key(key_file)
-            result = reindex_gallery(gallery, _pipeline(bundle, threads, precision), key=key, force=force)
+            pipe = _pipeline(bundle, threads, precision, cleaner=cleaner, gallery=gallery)
+            result = reindex_gallery(gallery, pipe, key=key, force=force)
 
             def human() -> None:
                 if result.ink_measured or result.ink_missing:
@@ -239,7 +251,7 @@ def register(app: typer.Typer) -> None:
             from .gallery import Gallery
 
             key = _key(key_file)
-            pipe = _pipeline(bundle, 1, precision)
+            pipe = _pipeline(bundle, 1, precision, gallery=gallery)
             with Gallery(gallery, pipe, key=key, create=False, _check_model=False) as g:
                 info = g.info()
                 writers = g.writers() if list_writers else None

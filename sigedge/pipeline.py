@@ -54,6 +54,27 @@ class PipelineOptions:
     #: calibrated with); ``(0.0,)`` turns the search off. Must hold 0.
     query_rotations: tuple[float, ...] | None = None
 
+    def with_cleaning(self, cleaning: str) -> "PipelineOptions":
+        """These options, cleaning as a recorded :attr:`Pipeline.cleaning` says: ``none``,
+        ``classic`` (or ``""``, what galleries made before the record hold), or
+        ``learned:<sha12>:<gate>`` (learned cleaning with that gate; the bundle's cleaner is
+        the one used, and a gallery warns if its sha256 is another). Raises ValueError for
+        anything else."""
+        if cleaning in ("", "classic"):
+            return replace(self, clean=True, clean_options=replace(self.clean_options, method="classic"))
+        if cleaning == "none":
+            return replace(self, clean=False)
+        parts = cleaning.split(":")
+        if len(parts) == 3 and parts[0] == "learned":
+            try:
+                gate = float(parts[2])
+            except ValueError:
+                gate = -1.0
+            if 0.0 <= gate <= 1.0:
+                learned = replace(self.clean_options, method="learned", min_removed_share=gate)
+                return replace(self, clean=True, clean_options=learned)
+        raise ValueError(f"not a recorded cleaning: {cleaning!r} (none, classic or learned:<sha12>:<gate>)")
+
 
 @dataclass(frozen=True)
 class SignatureFeatures:

@@ -612,3 +612,48 @@ def test_gallery_records_how_references_were_cleaned(tmp_path, pipeline, images,
                                    atol=1e-6)
         assert g.check_audit().ok
     assert not reindex_gallery(path, pipeline).changed
+
+
+def test_a_gallery_keeps_one_cleaning(tmp_path, pipeline, images):
+    """Gallery(path) without a pipeline cleans as the gallery recorded; enrolling references
+    cleaned otherwise is refused while it has references, and taken once it is empty."""
+    from sigedge import Pipeline, PipelineOptions
+    from sigedge.clean import CleanOptions
+    from sigedge.gallery import pipeline_for_gallery, recorded_cleaning
+
+    learned = Pipeline(options=PipelineOptions(clean_options=CleanOptions(method="learned")))
+    path = tmp_path / "g"
+    assert recorded_cleaning(path) == "" and pipeline_for_gallery(path).cleaning == "classic"
+    with Gallery(path, learned) as g:
+        g.enroll("w0", images["enrol"][0][:2])
+    assert recorded_cleaning(path) == learned.cleaning
+    with Gallery(path) as g:
+        assert g.pipeline.cleaning == learned.cleaning
+        g.enroll("w1", images["enrol"][1][:2])
+    with Gallery(path, pipeline) as g:
+        with pytest.raises(GalleryError, match="cleaned"):
+            g.enroll("w2", images["enrol"][2][:2])
+        assert len(g) == 2
+        g.remove("w0")
+        g.remove("w1")
+        g.enroll("w2", images["enrol"][2][:2])  # empty: the gallery takes the new cleaning
+    assert recorded_cleaning(path) == "classic"
+
+
+@pytest.mark.parametrize("cleaning", ["", "classic", "none", "learned:0123456789ab:0.1", "learned:0123456789ab:0"])
+def test_pipeline_options_reproduce_a_recorded_cleaning(cleaning):
+    from sigedge import PipelineOptions
+
+    opts = PipelineOptions().with_cleaning(cleaning)
+    assert opts.clean == (cleaning != "none")
+    assert opts.clean_options.method == ("learned" if cleaning.startswith("learned") else "classic")
+    if cleaning.startswith("learned"):
+        assert opts.clean_options.min_removed_share == float(cleaning.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("cleaning", ["learned", "learned:abc", "learned:abc:2", "learned:abc:x", "fancy"])
+def test_pipeline_options_refuse_an_unknown_cleaning(cleaning):
+    from sigedge import PipelineOptions
+
+    with pytest.raises(ValueError, match="recorded cleaning"):
+        PipelineOptions().with_cleaning(cleaning)

@@ -126,6 +126,40 @@ def test_model_guard_and_reindex(app, tmp_path, sigs):
     assert r.exit_code == 0 and "already up to date" in r.stdout
 
 
+def test_gallery_commands_clean_as_the_gallery_recorded(app, tmp_path, sigs, caplog):
+    """A gallery enrolled with --cleaner learned: later commands without --cleaner clean the
+    same way (a second enrolment is accepted, no mismatch warning); another cleaning is refused
+    for enrolment and taken by reindex."""
+    import logging
+
+    g = tmp_path / "g"
+    assert run(app, "enroll", g, "alice", *sigs[0], "--keep-crops", "--cleaner", "learned").exit_code == 0
+    learned = json.loads(run(app, "gallery-info", g, "--json").stdout)["cleaning"]
+    assert learned.startswith("learned:")
+    with caplog.at_level(logging.WARNING, logger="sigedge.gallery"):
+        assert run(app, "enroll", g, "bob", *sigs[1], "--keep-crops").exit_code == 0
+        r = run(app, "identify", g, sigs[0][0], "--json")
+        assert r.exit_code == 0, r.output
+    assert not [rec for rec in caplog.records if "cleaned" in rec.getMessage()]
+    assert len(verify_in_gallery(g, "alice", sigs[0][1]).similarities) == 3
+
+    before = gallery_state(g)
+    r = run(app, "enroll", g, "carol", *sigs[2], "--cleaner", "classic")
+    assert r.exit_code == 6 and "cleaned" in one_error_line(r)
+    assert gallery_state(g) == before
+    r = run(app, "enroll", g, "carol", *sigs[2], "--cleaner", "sideways")
+    assert r.exit_code == 2 and "--cleaner" in one_error_line(r)
+
+    r = run(app, "reindex", g)
+    assert r.exit_code == 0 and "already up to date" in r.stdout
+    r = run(app, "reindex", g, "--cleaner", "classic", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["changed"] and (data["previous_cleaning"], data["cleaning"]) == (learned, "classic")
+    assert json.loads(run(app, "gallery-info", g, "--json").stdout)["cleaning"] == "classic"
+    assert run(app, "enroll", g, "carol", *sigs[2]).exit_code == 0
+
+
 def test_encrypted_gallery_with_key_file(app, tmp_path, sigs):
     key = os.urandom(32)
     kf = tmp_path / "gallery.key"
