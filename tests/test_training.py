@@ -73,6 +73,40 @@ def test_synthetic_pretraining_then_fine_tuning_from_it(trained_run, tmp_path, c
     assert any("starts from" in r.getMessage() and "pre" in r.getMessage() for r in caplog.records)
 
 
+def test_synthetic_signers_mixed_into_real_training(trained_run, tmp_path):
+    """--synthetic-mix: procedural signers' genuines and forgeries become extra classes, and
+    their genuine/forgery blocks join the real writers' in the ranking loss."""
+    from training.train_embedder import BatchMaker
+    from training.train_embedder import main as train_main
+
+    data, run, _ = trained_run
+    out = tmp_path / "mix"
+    train_main(["--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out), *TINY, "--batch", "16",
+                "--epochs", "1", "--qat-epochs", "0", "--pair-writers", "1", "--synthetic-mix", "5",
+                "--synthetic-pair-writers", "1"])
+    state = json.loads((out / "state.json").read_text())
+    assert state["phase"] == "done" and state["config"]["synthetic_mix"] == "5"
+    real_classes = np.load(run / "head.npy").shape[-1]
+    assert np.load(out / "head.npy").shape[-1] == real_classes + 10  # each signer: genuines, forgeries
+
+    # a batch: the real pool's block first, then the second pool's, then weighted draws
+    canv = np.zeros((30, 8, 16), np.uint8)
+    real = {0: (np.arange(0, 5), np.arange(5, 8))}
+    synth = {k: (np.arange(10 + 5 * k, 13 + 5 * k), np.arange(13 + 5 * k, 15 + 5 * k)) for k in range(4)}
+    maker = BatchMaker(canv, np.arange(30), np.ones(30), 24, (8, 16), seed=0, pair_groups=real, pair_writers=1,
+                       extra_pair_groups=synth, extra_pair_writers=2)
+    try:
+        idx, group, forged = maker._indices()
+    finally:
+        maker.close()
+    assert list(group[:18]) == [0] * 6 + [1] * 6 + [2] * 6 and (group[18:] == -1).all()
+    assert (idx[:6] < 8).all() and (idx[6:18] >= 10).all()
+    assert list(forged[:6]) == [0, 0, 0, 0, 1, 1]
+    with pytest.raises(SystemExit):
+        train_main(["--data", str(data), "--out", str(tmp_path / "x"), *TINY, "--synthetic-mix", "5", "--synthetic",
+                    "5"])
+
+
 def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_path, monkeypatch, caplog):
     from export.export_embedder import export
     from sigedge import Pipeline

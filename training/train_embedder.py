@@ -4,7 +4,8 @@
 
 Writer-disjoint split (training/data.py, fixed seed). Objective: CosFace margin softmax
 over identities (SigComp/SSBI writers, their forgeries as separate classes, cross-media
-(writer, name) pairs), batches balanced across collections; optionally (``--teacher``) a
+(writer, name) pairs), batches balanced across collections, optionally (``--synthetic-mix``)
+with procedural signers as further classes and genuine/forgery blocks; optionally (``--teacher``) a
 relational distillation term that asks the student's similarities within a batch to follow
 those of a larger float teacher (e.g. the SigNet baseline) trained on the same writers. Every epoch writes a
 checkpoint; ``--resume`` continues from the last one. The run ends with ``qat.h5`` (the
@@ -60,6 +61,17 @@ def parse_args(argv=None):
     p.add_argument("--synthetic", type=int, default=0,
                    help="pre-train on this many procedural signers (training/synthsig.py) instead of the "
                         "real training writers; validation stays on real writers")
+    p.add_argument("--synthetic-mix", type=int, default=0,
+                   help="train on the real training writers *and* this many procedural signers at once: "
+                        "their genuines and forgeries are extra classes (a share --synthetic-weight of "
+                        "each batch), and --synthetic-pair-writers of them add genuine/forgery blocks to "
+                        "the ranking loss (real data has 42-44 writers with skilled forgeries a fold)")
+    p.add_argument("--synthetic-weight", type=float, default=0.25,
+                   help="with --synthetic-mix: share of the batch outside the ranking blocks drawn from "
+                        "the procedural signers")
+    p.add_argument("--synthetic-pair-writers", type=int, default=0,
+                   help="with --synthetic-mix: ranking-loss blocks of procedural signers per batch, on top "
+                        "of --pair-writers blocks of real writers")
     p.add_argument("--init", type=Path, default=None,
                    help="start the float phase from these embedder weights (e.g. a --synthetic run's float.h5)")
     p.add_argument("--teacher", type=Path, default=None,
@@ -94,25 +106,29 @@ class BatchMaker(BackgroundBatches):
     """
 
     def __init__(self, canvases, labels, weights, batch, hw, seed, prefetch=6, pair_groups=None, pair_writers=0,
-                 max_rotation=DEFAULT_MAX_ROTATION):
+                 max_rotation=DEFAULT_MAX_ROTATION, extra_pair_groups=None, extra_pair_writers=0):
         self.canvases, self.labels, self.batch, self.hw = canvases, labels, batch, hw
         self.max_rotation = max_rotation
         self.p = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
-        self.pair_groups = list(pair_groups.values()) if pair_groups else []
-        self.pair_writers = pair_writers if self.pair_groups else 0
+        # (groups, blocks a batch): the real writers' blocks, then any from a second pool
+        # (procedural signers), so that a large second pool does not crowd out the real one
+        self.pools = [(list(g.values()), n) for g, n in ((pair_groups, pair_writers),
+                                                         (extra_pair_groups, extra_pair_writers)) if g and n]
         super().__init__(self._batch, prefetch)
 
     def _indices(self):
         idx, group, forged = [], [], []
-        if self.pair_writers:
-            for b, w in enumerate(self.rng.choice(len(self.pair_groups), self.pair_writers, replace=False)):
-                gen, forg = self.pair_groups[w]
+        b = 0
+        for groups, n in self.pools:
+            for w in self.rng.choice(len(groups), n, replace=False):
+                gen, forg = groups[w]
                 g = self.rng.choice(gen, PAIR_GENUINES, replace=len(gen) < PAIR_GENUINES)
                 f = self.rng.choice(forg, PAIR_FORGERIES, replace=len(forg) < PAIR_FORGERIES)
                 idx += [*g, *f]
                 group += [b] * (PAIR_GENUINES + PAIR_FORGERIES)
                 forged += [0] * PAIR_GENUINES + [1] * PAIR_FORGERIES
+                b += 1
         rest = self.batch - len(idx)
         idx += list(self.rng.choice(len(self.labels), size=rest, p=self.p))
         group += [-1] * rest
@@ -143,9 +159,16 @@ def validate(model, val_sets) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.pair_writers * (PAIR_GENUINES + PAIR_FORGERIES) > args.batch:
-        raise SystemExit(f"--pair-writers {args.pair_writers} needs a batch of at least "
-                         f"{args.pair_writers * (PAIR_GENUINES + PAIR_FORGERIES)}")
+    blocks = args.pair_writers + (args.synthetic_pair_writers if args.synthetic_mix else 0)
+    if blocks * (PAIR_GENUINES + PAIR_FORGERIES) > args.batch:
+        raise SystemExit(f"--pair-writers {args.pair_writers} (with --synthetic-pair-writers "
+                         f"{args.synthetic_pair_writers}) needs a batch of at least "
+                         f"{blocks * (PAIR_GENUINES + PAIR_FORGERIES)}")
+    if args.synthetic_mix and (args.synthetic or args.teacher):
+        raise SystemExit("--synthetic-mix adds procedural signers to the real writers: not with --synthetic "
+                         "(procedural signers alone) or --teacher (which embeds the real writers only)")
+    if not 0.0 < args.synthetic_weight < 1.0:
+        raise SystemExit(f"--synthetic-weight must be in (0, 1), got {args.synthetic_weight}")
     if not 0.0 < args.writer_fraction <= 1.0:
         raise SystemExit(f"--writer-fraction must be in (0, 1], got {args.writer_fraction}")
     if args.arch == "signet" and args.qat_epochs:
@@ -183,6 +206,17 @@ def main(argv=None):
         weights = np.array([DATASET_WEIGHTS[s.dataset] / counts[s.dataset] for s in train])
         train_canv = D.preprocess(train, CACHE_OPTS, args.cache)
         pair_groups = skilled_groups(train) if args.pair_writers else None
+    synth_pair_groups = None
+    if args.synthetic_mix:
+        synth = make_synthetic_set(args.synthetic_mix, seed=args.seed, out_hw=(CACHE_OPTS.height, CACHE_OPTS.width),
+                                   cache_dir=args.cache)
+        offset = len(labels)
+        labels = np.concatenate([labels, synth.labels() + n_classes])
+        n_classes = int(labels.max()) + 1
+        weights = np.concatenate([weights / weights.sum() * (1.0 - args.synthetic_weight),
+                                  np.full(len(synth.signer), args.synthetic_weight / len(synth.signer))])
+        train_canv = np.concatenate([train_canv, synth.canvases])
+        synth_pair_groups = {k: (g + offset, f + offset) for k, (g, f) in synth.groups().items()}
     log.info("train: %d samples, %d classes (made in %.0fs); val: %d samples", len(labels), n_classes,
              time.time() - t0, len(val))
     val_opts = NormalizeOptions(height=args.height, width=args.width)
@@ -225,7 +259,7 @@ def main(argv=None):
                 emb = m(x, training=True)
                 logits = head.logits(emb, y)
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-                if args.pair_writers:
+                if blocks:
                     loss += args.pair_weight * skilled_ranking_loss(emb, group, forged, args.pair_margin)
                 if teacher is not None:
                     loss += args.distill_weight * relational_distillation_loss(emb, tf.gather(teacher, idx))
@@ -238,7 +272,8 @@ def main(argv=None):
         return step
 
     maker = BatchMaker(train_canv, labels, weights, args.batch, hw, args.seed + state["epoch"],
-                       pair_groups=pair_groups, pair_writers=args.pair_writers, max_rotation=args.max_rotation)
+                       pair_groups=pair_groups, pair_writers=args.pair_writers, max_rotation=args.max_rotation,
+                       extra_pair_groups=synth_pair_groups, extra_pair_writers=args.synthetic_pair_writers)
     try:
         if state["phase"] == "float":
             if state["epoch"] > 0:
