@@ -98,6 +98,7 @@ def verify(
             from .gallery_cli import verify_in_gallery
 
             result = verify_in_gallery(gallery, writer, query, bundle=bundle, threads=threads, threshold=threshold,
+                                       precision=precision,
                                        operating_point=operating_point, key_file=key_file, scorer=scorer,
                                        query_rotations=query_rotations, cleaner=cleaner)
             ref_names = [f"{writer}#{i}" for i in range(len(result.similarities))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "SigedgeError",
     "UsageError",
+    "MissingCleanerError",
     "InvalidImageError",
     "NoSignatureError",
     "ModelError",
@@ -27,6 +28,10 @@ class UsageError(SigedgeError):
     """The caller asked for something that does not make sense (bad option, missing extra)."""
 
     exit_code = 2
+
+
+class MissingCleanerError(UsageError):
+    """Learned cleaning was asked of a model bundle that has no learned cleaner."""
 
 
 class InvalidImageError(SigedgeError):

@@ -52,7 +52,7 @@ from typing import Any, Literal, Protocol, Sequence, Union
 import numpy as np
 
 from .audit import AUDIT_FILE, GENESIS_HASH, AuditLog, AuditReport, make_line, verify_chain
-from .errors import GalleryError, SigedgeError, UsageError
+from .errors import GalleryError, MissingCleanerError, SigedgeError, UsageError
 from .gallery_store import DB_FILE, GALLERY_FORMAT, Store, ensure_ink_schema, has_table
 from .imageio import ImageInput, load_image, read_image_bytes
 from .pipeline import VerifyResult
@@ -266,7 +266,8 @@ class Gallery:
 
     Args:
         path: gallery directory; created (with its parents) when missing and ``create``.
-        pipeline: the model; None loads the bundled one (:class:`sigedge.Pipeline`).
+        pipeline: the model; None loads the bundled one (:class:`sigedge.Pipeline`), cleaning
+            as the gallery recorded its references were cleaned (:func:`pipeline_for_gallery`).
         key: 32-byte key (raw, hex or base64) to create or open an encrypted gallery;
             None reads ``SIGEDGE_GALLERY_KEY`` when set.
         create: create the gallery when there is none (else :class:`GalleryError`).
@@ -290,6 +291,7 @@ class Gallery:
         self.pipeline: Embedder = pipeline
         self._dim = int(pipeline.dim)
         self._cipher = None
+        self._cleaning_mismatch: tuple[str, str] | None = None
         self._index: Any = None
         self._index_gen = -1
         self._store = Store(self.path, create=create, lock_timeout=self.options.lock_timeout,
@@ -390,12 +392,18 @@ class Gallery:
                 f"{self.path}: the gallery was enrolled with model {stored[:12]}"
                 f"{f' ({name})' if name else ''}, but the loaded model is {self.pipeline.model_sha256[:12]}: "
                 f"run `sigedge reindex {self.path}` to re-embed its references")
-        stored_cleaning, cleaning = str(meta.get("cleaning") or ""), self._cleaning()
-        if stored_cleaning and cleaning and stored_cleaning != cleaning:
-            # the vectors are still comparable (same model), so this is a warning, not a refusal
-            log.warning("%s: the references were cleaned %r, queries now %r; scores mix the two "
-                        "(`sigedge reindex --force` re-embeds the references the current way)",
-                        self.path, stored_cleaning, cleaning)
+        stored_cleaning, cleaning = str(meta.get("cleaning") or "") or "classic", self._cleaning()
+        # said once, at the first query: the vectors are still comparable (same model), so a
+        # warning, not a refusal; enrolling is refused (_ensure_cleaning_in_txn)
+        self._cleaning_mismatch = (stored_cleaning, cleaning) if cleaning and stored_cleaning != cleaning else None
+
+    def _warn_cleaning_mismatch(self) -> None:
+        if self._cleaning_mismatch is None:
+            return
+        stored, cleaning = self._cleaning_mismatch
+        self._cleaning_mismatch = None
+        log.warning("%s: the references were cleaned %r, this query %r; scores mix the two "
+                    "(`sigedge reindex --cleaner M` re-embeds the references another way)", self.path, stored, cleaning)
 
     # ------------------------------------------------------------------ encryption helpers
 
@@ -687,14 +695,24 @@ class Gallery:
         """Refuse to enrol references cleaned otherwise than the ones stored: one gallery, one
         cleaning (it records one, and reindex re-embeds by it). An empty gallery takes the new one."""
         cleaning = self._cleaning()
+        if not cleaning:  # an embedder that does not say how it cleans
+            return
         row = conn.execute("SELECT value FROM meta WHERE key='cleaning'").fetchone()
-        stored = str(row[0] or "") if row else ""
-        if not cleaning or not stored or stored == cleaning:
+        recorded = str(row[0] or "") if row else ""
+        stored = recorded or "classic"  # galleries made before the record: the CLI only cleaned classically
+        if stored == cleaning:
+            if not recorded:
+                Store.set_meta(conn, cleaning=cleaning)
             return
         if conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]:
-            raise GalleryError(f"{self.path}: its references were cleaned {stored!r}, this pipeline cleans {cleaning!r}; "
-                               f"enrol the way they were (the CLI follows the gallery unless --cleaner says otherwise), "
-                               f"or re-embed them first (`sigedge reindex --force --cleaner ...`)")
+            old, new = stored.split(":"), cleaning.split(":")
+            if old[0] == new[0] == "learned" and old[2:] == new[2:]:
+                hint = ("the bundle's learned cleaner is another than the one they were cleaned with: re-embed them "
+                        "with it first (`sigedge reindex`, for images kept with --keep-crops)")
+            else:
+                hint = ("enrol the way they were (the CLI does unless --cleaner says otherwise), or re-embed them "
+                        "first (`sigedge reindex --cleaner M`, for images kept with --keep-crops)")
+            raise GalleryError(f"{self.path}: its references were cleaned {stored!r}, these {cleaning!r}; {hint}")
         Store.set_meta(conn, cleaning=cleaning)
 
     def _unsaved_changes(self) -> tuple[int, int | None]:
@@ -875,6 +893,7 @@ class Gallery:
         self._check_open()
         if k < 1:
             raise UsageError("k must be at least 1")
+        self._warn_cleaning_mismatch()
         query = np.asarray(self.pipeline.embed(image), dtype=np.float32)
         with self._mutex:
             matches = self._identify_embedding(query, k)
@@ -1019,6 +1038,7 @@ class Gallery:
         self._check_open()
         writer_id = _check_writer_id(writer_id)
         refs, inks, ref = self._writer_samples(writer_id)
+        self._warn_cleaning_mismatch()
         describe_query = getattr(self.pipeline, "describe_query", None)
         if describe_query is not None:  # sigedge.Pipeline: the query at its rotations
             if inks is None and getattr(self.pipeline, "scorer", None) is not None:
@@ -1322,17 +1342,24 @@ def recorded_cleaning(path: str | os.PathLike) -> str:
 def pipeline_for_gallery(path: str | os.PathLike, bundle: str | os.PathLike | None = None,
                          options: Any = None) -> Any:
     """A :class:`~sigedge.pipeline.Pipeline` that cleans queries and new references the way the
-    gallery at ``path`` cleaned its references (``options`` otherwise; a new gallery keeps them)."""
+    gallery at ``path`` cleaned its references (``options`` otherwise; a new gallery keeps them).
+    Raises :class:`GalleryError` when that needs a learned cleaner the bundle does not have."""
     from .pipeline import Pipeline, PipelineOptions
 
     options = options or PipelineOptions()
     cleaning = recorded_cleaning(path)
-    if cleaning:
-        try:
-            options = options.with_cleaning(cleaning)
-        except ValueError as exc:
-            raise GalleryError(f"{os.fsdecode(path)}: {exc}") from None
-    return Pipeline(bundle, options)
+    if not cleaning:
+        return Pipeline(bundle, options)
+    try:
+        options = options.with_cleaning(cleaning)
+    except ValueError as exc:
+        raise GalleryError(f"{os.fsdecode(path)}: {exc}") from None
+    try:
+        return Pipeline(bundle, options)
+    except MissingCleanerError as exc:
+        raise GalleryError(f"{os.fsdecode(path)}: its references were cleaned {cleaning!r}, but {exc}: give another "
+                           f"cleaning explicitly (--cleaner classic; queries then differ from the references) or "
+                           f"use a bundle with that cleaner") from None
 
 
 def check_audit(path: str | os.PathLike) -> AuditReport:

@@ -37,8 +37,8 @@ _BUNDLE = typer.Option(None, "--bundle", help="Model bundle directory (default: 
 _THREADS = typer.Option(1, "--threads", min=1, help="Interpreter threads.")
 _PRECISION = typer.Option("int8", "--precision", help="int8 (shipped) or float (reference) embedder.")
 _CLEANER = typer.Option(None, "--cleaner", help="classic, learned (the bundle's learned cleaner too: printed text, "
-                        "stamps) or auto. Default: the way the gallery's references were cleaned (classic for a new "
-                        "gallery); enrolling another way into a gallery that has references is refused.")
+                        "stamps) or auto. Default: the way the gallery's references were cleaned (a new gallery: "
+                        "classic); enrolling another way into a gallery that has references is refused.")
 
 
 _pipeline = make_pipeline
@@ -172,7 +172,9 @@ def register(app: typer.Typer) -> None:
             from .gallery import Gallery
 
             key = _key(key_file)
-            with Gallery(gallery, _pipeline(bundle, 1, precision, gallery=gallery), key=key, create=False) as g:
+            # erasing needs no cleaning: the bundle's default, so that a bundle without the gallery's
+            # learned cleaner can still erase a writer
+            with Gallery(gallery, _pipeline(bundle, 1, precision), key=key, create=False) as g:
                 n = g.remove(writer)
             emit({"gallery": _name(gallery), "writer": writer, "samples_erased": n}, as_json,
                  lambda: typer.echo(f"erased {writer!r}: {n} signature(s)"))
@@ -251,7 +253,7 @@ def register(app: typer.Typer) -> None:
             from .gallery import Gallery
 
             key = _key(key_file)
-            pipe = _pipeline(bundle, 1, precision, gallery=gallery)
+            pipe = _pipeline(bundle, 1, precision)  # only its model's sha256 is compared
             with Gallery(gallery, pipe, key=key, create=False, _check_model=False) as g:
                 info = g.info()
                 writers = g.writers() if list_writers else None

@@ -12,7 +12,7 @@ import numpy as np
 from .bundle import ModelBundle
 from .clean import CleanOptions, LearnedCleaner, clean_signature
 from .detect import DetectOptions, Detection, Detector, crop, rescorer_roles
-from .errors import ModelError, NoSignatureError, UsageError
+from .errors import MissingCleanerError, ModelError, NoSignatureError, UsageError
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
 from .normalize import NormalizedSignature, normalize_signature, rotate_image
@@ -218,7 +218,8 @@ class Pipeline:
         role = "cleaner" if self.options.precision == "int8" else "cleaner_float"
         if role not in self.bundle.models:
             if method == "learned":
-                raise UsageError(f"bundle {self.bundle.directory} has no {role!r} model, which learned cleaning needs")
+                raise MissingCleanerError(f"bundle {self.bundle.directory} has no {role!r} model, which learned "
+                                          f"cleaning needs")
             return None
         return LearnedCleaner(self.bundle.models[role], threads=self.options.threads)
 

@@ -602,7 +602,11 @@ def test_gallery_records_how_references_were_cleaned(tmp_path, pipeline, images,
     with caplog.at_level(logging.WARNING, logger="sigedge.gallery"):
         with Gallery(path, pipeline) as g:
             assert g.info().cleaning == learned.cleaning
-    assert any("cleaned" in r.getMessage() and "classic" in r.getMessage() for r in caplog.records)
+            assert not caplog.records  # opening, reading the info: nothing to warn about yet
+            g.verify("w0", images["query"][0][0])
+            g.identify(images["query"][0][0])
+    warnings = [r for r in caplog.records if "cleaned" in r.getMessage()]
+    assert len(warnings) == 1 and "classic" in warnings[0].getMessage()  # once, at the first query
     result = reindex_gallery(path, pipeline)  # same model, other cleaning: re-embedded
     assert result.changed and (result.previous_cleaning, result.cleaning) == (learned.cleaning, "classic")
     with Gallery(path, pipeline) as g:
@@ -637,6 +641,28 @@ def test_a_gallery_keeps_one_cleaning(tmp_path, pipeline, images):
         g.remove("w0")
         g.remove("w1")
         g.enroll("w2", images["enrol"][2][:2])  # empty: the gallery takes the new cleaning
+    assert recorded_cleaning(path) == "classic"
+
+
+def test_a_gallery_from_before_the_record_counts_as_classic(tmp_path, pipeline, images):
+    """A gallery whose meta has no cleaning (made before galleries recorded it, when the CLI
+    only cleaned classically) refuses learned references and records classic on the next enrolment."""
+    from sigedge import Pipeline, PipelineOptions
+    from sigedge.clean import CleanOptions
+    from sigedge.gallery import recorded_cleaning
+
+    path = tmp_path / "g"
+    with Gallery(path, pipeline) as g:
+        g.enroll("w0", images["enrol"][0][:2])
+    with sqlite3.connect(path / "gallery.db") as conn:
+        conn.execute("DELETE FROM meta WHERE key='cleaning'")
+    assert recorded_cleaning(path) == ""
+    learned = Pipeline(options=PipelineOptions(clean_options=CleanOptions(method="learned")))
+    with Gallery(path, learned) as g:
+        with pytest.raises(GalleryError, match="cleaned 'classic'"):
+            g.enroll("w1", images["enrol"][1][:2])
+    with Gallery(path, pipeline) as g:
+        g.enroll("w1", images["enrol"][1][:2])
     assert recorded_cleaning(path) == "classic"
 
 

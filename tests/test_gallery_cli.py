@@ -160,6 +160,33 @@ def test_gallery_commands_clean_as_the_gallery_recorded(app, tmp_path, sigs, cap
     assert run(app, "enroll", g, "carol", *sigs[2]).exit_code == 0
 
 
+def test_learned_gallery_with_a_bundle_that_has_no_cleaner(app, tmp_path, sigs):
+    """The gallery's references were cleaned by the learned cleaner, the bundle has none: the
+    commands that clean say so in one line (exit 6) and take --cleaner; erasing still works."""
+    import shutil
+
+    from sigedge.bundle import default_bundle_dir
+
+    bundle = tmp_path / "b"
+    shutil.copytree(default_bundle_dir(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["models"] = {r: m for r, m in manifest["models"].items() if not r.startswith("cleaner")}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    g = tmp_path / "g"
+    assert run(app, "enroll", g, "alice", *sigs[0], "--cleaner", "learned").exit_code == 0
+    for args in (("identify", g, sigs[0][0]), ("enroll", g, "bob", *sigs[1]), ("reindex", g)):
+        r = run(app, *args, "--bundle", bundle)
+        assert r.exit_code == 6, (args, r.output)
+        line = one_error_line(r)
+        assert "cleaned 'learned:" in line and "no 'cleaner' model" in line and "--cleaner classic" in line
+    r = run(app, "identify", g, sigs[0][0], "--bundle", bundle, "--cleaner", "classic", "--json")
+    assert r.exit_code == 0, r.output
+    r = run(app, "gallery-info", g, "--bundle", bundle, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["cleaning"].startswith("learned:")
+    r = run(app, "remove", g, "alice", "--bundle", bundle)
+    assert r.exit_code == 0, r.output
+
+
 def test_encrypted_gallery_with_key_file(app, tmp_path, sigs):
     key = os.urandom(32)
     kf = tmp_path / "gallery.key"
