@@ -86,6 +86,24 @@ def test_verify_usage_errors(sigs):
     assert r.exit_code == 2
 
 
+def test_verify_against_a_gallery(sigs, tmp_path):
+    """verify --gallery G --writer W: the writer's stored references, the same score as the
+    images themselves; the model guard holds for --precision; the options go together."""
+    g = tmp_path / "g"
+    refs = [str(sigs[f"0_{i}"]) for i in range(3)]
+    assert runner.invoke(app, ["enroll", str(g), "alice", *refs]).exit_code == 0
+    r = runner.invoke(app, ["verify", str(sigs["0_3"]), "--gallery", str(g), "--writer", "alice", "--json"])
+    assert r.exit_code in (0, 1), r.output
+    data = json.loads(r.stdout)
+    assert data["references"] == ["alice#0", "alice#1", "alice#2"]
+    direct = json.loads(runner.invoke(app, ["verify", str(sigs["0_3"]), *refs, "--json"]).stdout)
+    assert data["score"] == pytest.approx(direct["score"], abs=1e-5)
+    r = runner.invoke(app, ["verify", str(sigs["0_3"]), "--gallery", str(g), "--writer", "alice", "--precision", "float"])
+    assert r.exit_code == 6 and "sigedge reindex" in r.output  # another model than the gallery's
+    assert runner.invoke(app, ["verify", str(sigs["0_3"]), "--gallery", str(g)]).exit_code == 2
+    assert runner.invoke(app, ["verify", str(sigs["0_3"]), refs[0], "--gallery", str(g), "--writer", "alice"]).exit_code == 2
+
+
 def _bad_inputs(tmp_path):
     sig_png = cv2.imencode(".png", synthetic_signature(1, 0))[1].tobytes()
     files = {
