@@ -223,6 +223,13 @@ class ReindexResult:
     cleaning: str = ""
 
 
+def _stored_cleaning(recorded: Any) -> str:
+    """A gallery's recorded cleaning, for comparing with :attr:`Pipeline.cleaning`: no record
+    (a gallery made before galleries kept one, when the CLI only cleaned classically) reads as
+    ``classic``."""
+    return str(recorded or "") or "classic"
+
+
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(t)))
 
@@ -392,7 +399,7 @@ class Gallery:
                 f"{self.path}: the gallery was enrolled with model {stored[:12]}"
                 f"{f' ({name})' if name else ''}, but the loaded model is {self.pipeline.model_sha256[:12]}: "
                 f"run `sigedge reindex {self.path}` to re-embed its references")
-        stored_cleaning, cleaning = str(meta.get("cleaning") or "") or "classic", self._cleaning()
+        stored_cleaning, cleaning = _stored_cleaning(meta.get("cleaning")), self._cleaning()
         # said once, at the first query: the vectors are still comparable (same model), so a
         # warning, not a refusal; enrolling is refused (_ensure_cleaning_in_txn)
         self._cleaning_mismatch = (stored_cleaning, cleaning) if cleaning and stored_cleaning != cleaning else None
@@ -699,7 +706,7 @@ class Gallery:
             return
         row = conn.execute("SELECT value FROM meta WHERE key='cleaning'").fetchone()
         recorded = str(row[0] or "") if row else ""
-        stored = recorded or "classic"  # galleries made before the record: the CLI only cleaned classically
+        stored = _stored_cleaning(recorded)
         if stored == cleaning:
             if not recorded:
                 Store.set_meta(conn, cleaning=cleaning)
@@ -1190,7 +1197,7 @@ class Gallery:
                 without_ink = self._samples_without_ink(conn)
             old_cleaning, cleaning = str(meta.get("cleaning") or ""), self._cleaning()
             # galleries that did not record it were cleaned classically (the only way then)
-            same_cleaning = (old_cleaning or "classic") == cleaning or not cleaning
+            same_cleaning = _stored_cleaning(old_cleaning) == cleaning or not cleaning
             if old == new and int(meta["dim"]) == self._dim and same_cleaning and not force:
                 # the vectors are current; samples enrolled before galleries kept ink
                 # statistics get them from their kept image, where there is one
