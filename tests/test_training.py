@@ -93,8 +93,7 @@ def test_synthetic_signers_mixed_into_real_training(trained_run, tmp_path):
     canv = np.zeros((30, 8, 16), np.uint8)
     real = {0: (np.arange(0, 5), np.arange(5, 8))}
     synth = {k: (np.arange(10 + 5 * k, 13 + 5 * k), np.arange(13 + 5 * k, 15 + 5 * k)) for k in range(4)}
-    maker = BatchMaker(canv, np.arange(30), np.ones(30), 24, (8, 16), seed=0, pair_groups=real, pair_writers=1,
-                       extra_pair_groups=synth, extra_pair_writers=2)
+    maker = BatchMaker(canv, np.arange(30), np.ones(30), 24, (8, 16), seed=0, pair_pools=[(real, 1), (synth, 2)])
     try:
         idx, group, forged = maker._indices()
     finally:
@@ -105,6 +104,36 @@ def test_synthetic_signers_mixed_into_real_training(trained_run, tmp_path):
     with pytest.raises(SystemExit):
         train_main(["--data", str(data), "--out", str(tmp_path / "x"), *TINY, "--synthetic-mix", "5", "--synthetic",
                     "5"])
+
+
+def test_same_name_blocks_pit_a_writers_name_against_other_writers_writing_it(trained_run, tmp_path):
+    """--name-pair-writers: a cross-media identity's block holds its own signatures as genuines
+    and the same name by *other* training writers as its impostors, never its own writer's."""
+    from training import data as D
+    from training.train_embedder import main as train_main
+    from training.train_embedder import same_name_groups
+
+    data, _, _ = trained_run
+    train = D.load_all(data)
+    groups = same_name_groups(train)
+    assert groups
+    for ident, (own, others) in groups.items():
+        assert ident.startswith("cross_media_chinese:")
+        assert {train[i].identity for i in own} == {ident}
+        name = ident.rsplit(":", 1)[1]
+        assert all(train[i].identity.endswith(":" + name) for i in others)
+        assert all(train[i].writer != train[own[0]].writer for i in others)
+    # the other name of the same writer is never an impostor: it is not the same text
+    assert len(groups) == len({s.identity for s in train if s.dataset == "cross_media_chinese"})
+
+    out = tmp_path / "names"
+    train_main(["--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out), *TINY, "--batch", "16",
+                "--epochs", "1", "--qat-epochs", "0", "--pair-writers", "1", "--name-pair-writers", "1"])
+    state = json.loads((out / "state.json").read_text())
+    assert state["phase"] == "done" and state["config"]["name_pair_writers"] == "1"
+    with pytest.raises(SystemExit):  # three blocks of six do not fit a batch of 16
+        train_main(["--data", str(data), "--out", str(tmp_path / "x"), *TINY, "--batch", "16",
+                    "--pair-writers", "2", "--name-pair-writers", "1"])
 
 
 def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_path, monkeypatch, caplog):

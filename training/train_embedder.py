@@ -53,6 +53,10 @@ def parse_args(argv=None):
     p.add_argument("--pair-writers", type=int, default=0,
                    help="per batch, this many writers with skilled forgeries contribute a genuine/forgery "
                         "block (4 genuines + 2 forgeries each) to a triplet ranking loss (0: off)")
+    p.add_argument("--name-pair-writers", type=int, default=0,
+                   help="per batch, this many cross-media identities (a writer's one name) add a block to the "
+                        "ranking loss: 4 of its signatures against 2 of the same name written by other training "
+                        "writers, a same-text impostor standing in for a skilled forgery (0: off)")
     p.add_argument("--pair-weight", type=float, default=1.0, help="weight of the ranking loss")
     p.add_argument("--pair-margin", type=float, default=0.3, help="cosine margin of the ranking loss")
     p.add_argument("--arch", choices=("mobilenetv2", "signet"), default="mobilenetv2",
@@ -99,22 +103,21 @@ PAIR_GENUINES, PAIR_FORGERIES = 4, 2
 class BatchMaker(BackgroundBatches):
     """Augmented batches made in a background thread (OpenCV releases the GIL).
 
-    A batch is ``batch`` samples drawn by ``weights``; with ``pair_groups`` (writer ->
-    (genuine indices, forgery indices)) its first part is instead ``pair_writers`` blocks
-    of one writer's genuines and skilled forgeries, for the ranking loss. Each sample
-    comes with its block number (-1 outside blocks) and a forgery flag.
+    A batch is ``batch`` samples drawn by ``weights``; with ``pair_pools`` (a list of
+    (groups, blocks a batch), groups mapping writer -> (genuine indices, forgery indices))
+    its first part is instead blocks of one writer's genuines and forgeries, for the
+    ranking loss: each pool's ``blocks`` in turn, so that a large pool (procedural signers,
+    cross-media names) does not crowd out a small one (real skilled forgeries). Each
+    sample comes with its block number (-1 outside blocks) and a forgery flag.
     """
 
-    def __init__(self, canvases, labels, weights, batch, hw, seed, prefetch=6, pair_groups=None, pair_writers=0,
-                 max_rotation=DEFAULT_MAX_ROTATION, extra_pair_groups=None, extra_pair_writers=0):
+    def __init__(self, canvases, labels, weights, batch, hw, seed, prefetch=6, pair_pools=(),
+                 max_rotation=DEFAULT_MAX_ROTATION):
         self.canvases, self.labels, self.batch, self.hw = canvases, labels, batch, hw
         self.max_rotation = max_rotation
         self.p = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
-        # (groups, blocks a batch): the real writers' blocks, then any from a second pool
-        # (procedural signers), so that a large second pool does not crowd out the real one
-        self.pools = [(list(g.values()), n) for g, n in ((pair_groups, pair_writers),
-                                                         (extra_pair_groups, extra_pair_writers)) if g and n]
+        self.pools = [(list(g.values()), n) for g, n in pair_pools if g and n]
         super().__init__(self._batch, prefetch)
 
     def _indices(self):
@@ -159,11 +162,14 @@ def validate(model, val_sets) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    blocks = args.pair_writers + (args.synthetic_pair_writers if args.synthetic_mix else 0)
+    blocks = (args.pair_writers + args.name_pair_writers
+              + (args.synthetic_pair_writers if args.synthetic_mix else 0))
     if blocks * (PAIR_GENUINES + PAIR_FORGERIES) > args.batch:
-        raise SystemExit(f"--pair-writers {args.pair_writers} (with --synthetic-pair-writers "
-                         f"{args.synthetic_pair_writers}) needs a batch of at least "
+        raise SystemExit(f"--pair-writers {args.pair_writers} (with --name-pair-writers {args.name_pair_writers} "
+                         f"and --synthetic-pair-writers {args.synthetic_pair_writers}) needs a batch of at least "
                          f"{blocks * (PAIR_GENUINES + PAIR_FORGERIES)}")
+    if args.name_pair_writers and args.synthetic:
+        raise SystemExit("--name-pair-writers draws on the real cross-media writers: not with --synthetic")
     if args.synthetic_mix and (args.synthetic or args.teacher):
         raise SystemExit("--synthetic-mix adds procedural signers to the real writers: not with --synthetic "
                          "(procedural signers alone) or --teacher (which embeds the real writers only)")
@@ -206,6 +212,9 @@ def main(argv=None):
         weights = np.array([DATASET_WEIGHTS[s.dataset] / counts[s.dataset] for s in train])
         train_canv = D.preprocess(train, CACHE_OPTS, args.cache)
         pair_groups = skilled_groups(train) if args.pair_writers else None
+    name_groups = same_name_groups(train) if args.name_pair_writers and not args.synthetic else None
+    if args.name_pair_writers and not name_groups:
+        raise SystemExit("--name-pair-writers: the training writers hold no cross-media name written by two writers")
     synth_pair_groups = None
     if args.synthetic_mix:
         synth = make_synthetic_set(args.synthetic_mix, seed=args.seed, out_hw=(CACHE_OPTS.height, CACHE_OPTS.width),
@@ -272,8 +281,9 @@ def main(argv=None):
         return step
 
     maker = BatchMaker(train_canv, labels, weights, args.batch, hw, args.seed + state["epoch"],
-                       pair_groups=pair_groups, pair_writers=args.pair_writers, max_rotation=args.max_rotation,
-                       extra_pair_groups=synth_pair_groups, extra_pair_writers=args.synthetic_pair_writers)
+                       pair_pools=[(pair_groups, args.pair_writers), (name_groups, args.name_pair_writers),
+                                   (synth_pair_groups, args.synthetic_pair_writers)],
+                       max_rotation=args.max_rotation)
     try:
         if state["phase"] == "float":
             if state["epoch"] > 0:
@@ -334,6 +344,24 @@ def skilled_groups(train) -> dict:
     for i, smp in enumerate(train):
         groups.setdefault(smp.writer, ([], []))[smp.kind == "forgery"].append(i)
     return {w: (np.array(g), np.array(f)) for w, (g, f) in groups.items() if len(g) >= 2 and len(f) >= 1}
+
+
+def same_name_groups(train) -> dict:
+    """Cross-media identities (a writer's one name): identity -> (its indices, the same name's
+    indices by other training writers). Same text by another hand is the nearest the
+    genuine-only collection comes to a skilled forgery, and it has many more writers."""
+    by_identity: dict[str, list[int]] = {}
+    by_name: dict[str, list[int]] = {}
+    for i, smp in enumerate(train):
+        if smp.dataset == "cross_media_chinese" and smp.kind == "genuine":
+            by_identity.setdefault(smp.identity, []).append(i)
+            by_name.setdefault(smp.identity.rsplit(":", 1)[1], []).append(i)
+    groups = {}
+    for ident, own in by_identity.items():
+        others = [i for i in by_name[ident.rsplit(":", 1)[1]] if train[i].writer != train[own[0]].writer]
+        if len(own) >= 2 and others:
+            groups[ident] = (np.array(own), np.array(others))
+    return groups
 
 
 def skilled_ranking_loss(emb, group, forged, margin: float, scale: float = 10.0):
