@@ -134,20 +134,28 @@ def decision_band(thresholds: dict) -> dict:
             "chosen_by": "skilled FAR 5 % (and random FAR 0.1 %) for accept, genuine FRR 5 % for reject"}
 
 
-#: Options of a run's config that its retraining command repeats (the rest are defaults or paths).
-TRAINING_FLAGS = ("arch", "height", "width", "dim", "epochs", "qat_epochs", "steps", "batch", "seed", "lr",
-                  "pair_writers", "max_rotation", "fold", "init", "qat_freeze_bn", "synthetic", "teacher",
-                  "distill_weight")
-#: Recorded values that are the defaults, so the command leaves them out.
-DEFAULT_VALUES = {("arch", "mobilenetv2"), ("synthetic", "0"), ("max_rotation", "8.0"), ("distill_weight", "1.0")}
+#: Options a retraining command always spells out, so that it reads as the schedule it ran.
+ALWAYS_SHOWN = ("epochs", "qat_epochs", "steps", "batch", "seed", "lr")
+#: Options that say where a run reads and writes, not what it learns.
+NOT_REPEATED = {"data", "out", "cache", "resume", "limit"}
 
 
 def training_command(run: Path, cfg: dict[str, str]) -> str:
-    """The command line that re-trains ``run``, from the options its state.json recorded."""
+    """The command line that re-trains ``run``, from the options its state.json recorded.
+
+    Every option of ``training.train_embedder`` is repeated where the run recorded a value
+    other than today's default (the schedule always), so that a flag added to training is
+    never silently dropped from the model card's command.
+    """
+    from training.train_embedder import parse_args
+
+    defaults = vars(parse_args(["--out", str(run)]))
     parts = ["python -m training.train_embedder --out", str(run)]
-    for k in TRAINING_FLAGS:
+    for k, default in defaults.items():
         v = cfg.get(k)
-        if v is None or v in ("None", "False") or (k, v) in DEFAULT_VALUES:
+        if k in NOT_REPEATED or v is None or v in ("None", "False"):
+            continue
+        if k not in ALWAYS_SHOWN and v == str(default):
             continue
         parts.append(f"--{k.replace('_', '-')}" + ("" if v == "True" else f" {v}"))
     return " ".join(parts)
