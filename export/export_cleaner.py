@@ -38,6 +38,7 @@ from types import SimpleNamespace  # noqa: E402
 import numpy as np  # noqa: E402
 
 from export.export_embedder import convert_float, convert_int8, file_fields  # noqa: E402
+from export.provenance import provenance  # noqa: E402
 
 log = logging.getLogger("export_cleaner")
 
@@ -147,6 +148,7 @@ def export(run: Path, out: Path, data_root: Path | None = None,
             "training": {"command": (f"python -m training.train_cleaner --out {run} --epochs {cfg.get('epochs')} "
                                      f"--qat-epochs {cfg.get('qat_epochs')} --steps {cfg.get('steps')} "
                                      f"--batch {cfg.get('batch')} --seed {cfg.get('seed')}" + _pool_flags(cfg)),
+                         **provenance(run),
                          "architecture": "encoder-decoder, depthwise-separable, 128x256x1 -> 128x256x1 logit",
                          "data": "signatures of the embedder's training writers (split seed %d) on windows of the "
                                  "training pages of documents_tobacco800, SSBI cheque templates 1-7 and synthetic "

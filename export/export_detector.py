@@ -43,6 +43,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from export.export_embedder import convert_float, convert_int8, file_fields  # noqa: E402
+from export.provenance import provenance  # noqa: E402
 from sigedge.bundle import spec_from_entry  # noqa: E402
 from sigedge.detect import DetectOptions, Detector, letterbox, rescorer_input  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections  # noqa: E402
@@ -322,6 +323,7 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
                 f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
                 if k in ("epochs", "qat_epochs", "steps", "batch", "seed", "lr", "alpha", "synthetic_pages",
                          "synthetic_share", "ema", "init", "page_style") and v != "None"),
+                **provenance(run),
                 "split_seed": DD.SPLIT_SEED,
                 "architecture": f"MobileNetV2 alpha={alpha} + FPN-lite centre-heatmap head, stride 8, "
                                 f"trained on 320x320 crops, exported at {SIZE}x{SIZE}x1",

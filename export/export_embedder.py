@@ -27,6 +27,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from export.provenance import provenance  # noqa: E402
 from sigedge import __version__  # noqa: E402
 from sigedge.bundle import BUNDLE_FORMAT, sha256_file  # noqa: E402
 from sigedge.errors import UsageError  # noqa: E402
@@ -253,7 +254,7 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "license": LICENCE,
             "training_data": TRAINING_DATA,
-            "training": {"command": training_command(run, cfg),
+            "training": {"command": training_command(run, cfg), **provenance(run),
                 "split_seed": D.SPLIT_SEED, "architecture": (f"MobileNetV2 alpha={alpha}, {h}x{w}x1, dense {dim}" if arch == "mobilenetv2"
                                  else f"SigNet {h}x{w}x1, fc {dim}"),
                 "objective": "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"

@@ -54,6 +54,10 @@ def test_export_int8_bundle_runs_in_the_runtime(trained_run):
     e = Pipeline(out).embed(synthetic_signature(1, 0))
     assert e.shape == (32,) and np.isfinite(e).all()
     assert "sigcomp2011_dutch" in manifest["parity"]
+    # what the bytes came from: the run's weights and the converter's release
+    from sigedge.bundle import sha256_file
+    assert manifest["training"]["weights_sha256"]["qat.h5"] == sha256_file(run / "qat.h5")
+    assert manifest["training"]["converted_with"]["tensorflow"][0].isdigit()
 
 
 def test_synthetic_pretraining_then_fine_tuning_from_it(trained_run, tmp_path, caplog):

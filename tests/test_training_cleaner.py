@@ -133,6 +133,7 @@ def test_cleaner_trains_exports_and_runs_in_the_pipeline(pair_sources, tmp_path)
 
     assert cleaning["training"]["gate_writers"] == 0.5 and cleaning["training"]["gate_writers_held_out"] >= 2
     assert "--gate-writers 0.5" in cleaning["training"]["command"]
+    assert set(cleaning["training"]["weights_sha256"]) >= {"float.h5", "qat.h5"}
     assert "held out" in cleaning["threshold_chosen_on"]
     assert "min_removed_share" not in spec.raw["cleaning"]  # the gate is a separate step:
     gate = fit_gate(bundle, data, images=4)

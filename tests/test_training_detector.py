@@ -175,6 +175,7 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     assert b.model("rescorer_2").file.name == "rescorer_2_int8.tflite"
     assert b.model("rescorer_2_float").precision == "float32"
     assert report["rescorer"]["training"]["command"].count("train_rescorer") == 2
+    assert set(report["training"]["converted_with"]) == {"tensorflow", "tf-keras", "tensorflow-model-optimization"}
     assert {"detector", "detector_float"} <= set(report["rescorer"]["report"])
     page = cv2.imread(str(next((data / "documents_tobacco800" / "images").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
 
