@@ -212,7 +212,7 @@ def main(argv=None):
         weights = np.array([DATASET_WEIGHTS[s.dataset] / counts[s.dataset] for s in train])
         train_canv = D.preprocess(train, CACHE_OPTS, args.cache)
         pair_groups = skilled_groups(train) if args.pair_writers else None
-    name_groups = same_name_groups(train) if args.name_pair_writers and not args.synthetic else None
+    name_groups = same_name_groups(train) if args.name_pair_writers else None
     if args.name_pair_writers and not name_groups:
         raise SystemExit("--name-pair-writers: the training writers hold no cross-media name written by two writers")
     synth_pair_groups = None
