@@ -38,7 +38,7 @@ from types import SimpleNamespace  # noqa: E402
 import numpy as np  # noqa: E402
 
 from export.export_embedder import convert_float, convert_int8, file_fields  # noqa: E402
-from export.provenance import provenance  # noqa: E402
+from export.provenance import provenance, training_command  # noqa: E402
 
 log = logging.getLogger("export_cleaner")
 
@@ -145,9 +145,7 @@ def export(run: Path, out: Path, data_root: Path | None = None,
                                   report[role]["threshold"], HEIGHT, WIDTH)
         manifest["models"].update(entries)
         manifest["cleaning"] = {
-            "training": {"command": (f"python -m training.train_cleaner --out {run} --epochs {cfg.get('epochs')} "
-                                     f"--qat-epochs {cfg.get('qat_epochs')} --steps {cfg.get('steps')} "
-                                     f"--batch {cfg.get('batch')} --seed {cfg.get('seed')}" + _pool_flags(cfg)),
+            "training": {"command": training_command("training.train_cleaner", run, cfg),
                          **provenance(run),
                          "architecture": "encoder-decoder, depthwise-separable, 128x256x1 -> 128x256x1 logit",
                          "data": "signatures of the embedder's training writers (split seed %d) on windows of the "
@@ -166,13 +164,6 @@ def export(run: Path, out: Path, data_root: Path | None = None,
         return manifest["cleaning"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _pool_flags(cfg: dict) -> str:
-    """The pool options of a run that used them (runs before them had none)."""
-    flags = [(f, cfg.get(k)) for f, k in (("--synthetic-signatures", "synthetic_signatures"),
-                                          ("--augment-ink", "augment_ink"), ("--gate-writers", "gate_writers"))]
-    return "".join(f" {f} {v}" for f, v in flags if v not in (None, "0", "0.0"))
 
 
 if __name__ == "__main__":

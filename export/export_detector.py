@@ -43,7 +43,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from export.export_embedder import convert_float, convert_int8, file_fields  # noqa: E402
-from export.provenance import provenance  # noqa: E402
+from export.provenance import converter_versions, provenance, training_command  # noqa: E402
 from sigedge.bundle import spec_from_entry  # noqa: E402
 from sigedge.detect import DetectOptions, Detector, letterbox, rescorer_input  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections  # noqa: E402
@@ -228,14 +228,7 @@ def convert_rescorer(run: Path, tmp: Path, representative: list[np.ndarray] | No
 def rescorer_command(run: Path) -> str:
     """The training command of a rescorer run, from the options its state.json recorded."""
     cfg = json.loads((run / "state.json").read_text()).get("config", {})
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
-             if k in ("epochs", "qat_epochs", "batch", "seed", "lr", "synthetic_pages", "page_style", "jitters",
-                      "pool_seed", "extra_style", "ema", "geometric", "label_smoothing", "real_weight")
-             and v != "None"]
-    if cfg.get("teacher"):  # a distilled rescorer: its teachers and their weight
-        flags += [f"--teacher {t}" for t in cfg["teacher"].split()] + [f"--distill {cfg['distill']}"]
-    return " ".join(["python -m training.train_rescorer --out", str(run), *flags]
-                    + (["--online"] if cfg.get("online") == "True" else []))
+    return training_command("training.train_rescorer", run, cfg)
 
 
 def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | None = None,
@@ -319,10 +312,7 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
         if not int8:
             manifest["models"]["detector"] = dict(manifest["models"]["detector_float"])
         manifest["detection"] = {
-            "training": {"command": "python -m training.train_detector --out " + str(run) + " " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
-                if k in ("epochs", "qat_epochs", "steps", "batch", "seed", "lr", "alpha", "synthetic_pages",
-                         "synthetic_share", "ema", "init", "page_style") and v != "None"),
+            "training": {"command": training_command("training.train_detector", run, cfg),
                 **provenance(run),
                 "split_seed": DD.SPLIT_SEED,
                 "architecture": f"MobileNetV2 alpha={alpha} + FPN-lite centre-heatmap head, stride 8, "
@@ -340,6 +330,9 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
             manifest["detection"]["rescorer"] = {
                 "training": {
                     "command": commands[0] if len(commands) == 1 else " && ".join(commands),
+                    # one entry per ensemble member, in the order of the rescoring roles
+                    "weights_sha256": [provenance(r)["weights_sha256"] for r in rescorer_runs],
+                    "converted_with": converter_versions(),
                     "data": "candidate boxes of the shipped int8 detector (score >= 0.05) on the training documents "
                             "of documents_tobacco800 and on generated pages, labelled by IoU with the true boxes, "
                             "plus jittered true boxes and random ink windows"},

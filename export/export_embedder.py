@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from export.provenance import provenance  # noqa: E402
+from export.provenance import provenance, training_command  # noqa: E402
 from sigedge import __version__  # noqa: E402
 from sigedge.bundle import BUNDLE_FORMAT, sha256_file  # noqa: E402
 from sigedge.errors import UsageError  # noqa: E402
@@ -135,33 +135,6 @@ def decision_band(thresholds: dict) -> dict:
             "chosen_by": "skilled FAR 5 % (and random FAR 0.1 %) for accept, genuine FRR 5 % for reject"}
 
 
-#: Options a retraining command always spells out, so that it reads as the schedule it ran.
-ALWAYS_SHOWN = ("epochs", "qat_epochs", "steps", "batch", "seed", "lr")
-#: Options that say where a run reads and writes, not what it learns.
-NOT_REPEATED = {"data", "out", "cache", "resume", "limit"}
-
-
-def training_command(run: Path, cfg: dict[str, str]) -> str:
-    """The command line that re-trains ``run``, from the options its state.json recorded.
-
-    Every option of ``training.train_embedder`` is repeated where the run recorded a value
-    other than today's default (the schedule always), so that a flag added to training is
-    never silently dropped from the model card's command.
-    """
-    from training.train_embedder import parse_args
-
-    defaults = vars(parse_args(["--out", str(run)]))
-    parts = ["python -m training.train_embedder --out", str(run)]
-    for k, default in defaults.items():
-        v = cfg.get(k)
-        if k in NOT_REPEATED or v is None or v in ("None", "False"):
-            continue
-        if k not in ALWAYS_SHOWN and v == str(default):
-            continue
-        parts.append(f"--{k.replace('_', '-')}" + ("" if v == "True" else f" {v}"))
-    return " ".join(parts)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="training run directory (float.h5, qat.h5, state.json)")
@@ -254,7 +227,7 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "license": LICENCE,
             "training_data": TRAINING_DATA,
-            "training": {"command": training_command(run, cfg), **provenance(run),
+            "training": {"command": training_command("training.train_embedder", run, cfg), **provenance(run),
                 "split_seed": D.SPLIT_SEED, "architecture": (f"MobileNetV2 alpha={alpha}, {h}x{w}x1, dense {dim}" if arch == "mobilenetv2"
                                  else f"SigNet {h}x{w}x1, fc {dim}"),
                 "objective": "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"

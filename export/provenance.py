@@ -8,6 +8,7 @@ card's sha256 can only be checked against the versions recorded here.
 
 from __future__ import annotations
 
+import importlib
 from importlib import metadata
 from pathlib import Path
 
@@ -31,3 +32,33 @@ def provenance(run: Path) -> dict:
     """sha256 of the run's weight files (``*.h5``) and the converter's package versions."""
     return {"weights_sha256": {p.name: sha256_file(p) for p in sorted(Path(run).glob("*.h5"))},
             "converted_with": converter_versions()}
+
+
+#: Options a retraining command always spells out, so that it reads as the schedule it ran.
+ALWAYS_SHOWN = ("epochs", "qat_epochs", "steps", "batch", "seed", "lr")
+#: Options that say where a run reads and writes, not what it learns.
+NOT_REPEATED = {"data", "out", "cache", "resume"}
+
+
+def training_command(module: str, run: Path | str, cfg: dict[str, str]) -> str:
+    """The command line that re-trains ``run`` with ``module`` (e.g. ``training.train_detector``),
+    from the options its state.json recorded (``cfg``: option name to ``str(value)``).
+
+    Every option of the module's own parser is repeated where the run recorded a value other
+    than today's default (the schedule always), so that a flag added to training is never
+    silently dropped from a model card's command. A repeatable option (list default) was
+    recorded space-joined and is given once per value; an option the run did not record
+    (older than the option) is left out.
+    """
+    defaults = vars(importlib.import_module(module).parse_args(["--out", str(run)]))
+    parts = [f"python -m {module} --out", str(run)]
+    for k, default in defaults.items():
+        v = cfg.get(k)
+        if k in NOT_REPEATED or v is None or v in ("None", "False", ""):
+            continue
+        if k not in ALWAYS_SHOWN and v == (" ".join(map(str, default)) if isinstance(default, list) else str(default)):
+            continue
+        flag = f"--{k.replace('_', '-')}"
+        values = v.split() if isinstance(default, list) else [v]
+        parts += [flag if v == "True" else f"{flag} {x}" for x in values]
+    return " ".join(parts)

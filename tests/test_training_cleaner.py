@@ -132,7 +132,8 @@ def test_cleaner_trains_exports_and_runs_in_the_pipeline(pair_sources, tmp_path)
     from export.fit_cleaner_gate import fit as fit_gate
 
     assert cleaning["training"]["gate_writers"] == 0.5 and cleaning["training"]["gate_writers_held_out"] >= 2
-    assert "--gate-writers 0.5" in cleaning["training"]["command"]
+    for flag in ("--gate-writers 0.5", "--val-pairs 8", "--limit 12", "--synthetic-signatures 3"):
+        assert flag in cleaning["training"]["command"]
     assert set(cleaning["training"]["weights_sha256"]) >= {"float.h5", "qat.h5"}
     assert "held out" in cleaning["threshold_chosen_on"]
     assert "min_removed_share" not in spec.raw["cleaning"]  # the gate is a separate step:

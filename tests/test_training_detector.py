@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sigedge.bundle import default_bundle_dir
+from sigedge.bundle import default_bundle_dir, sha256_file
 from tests.helpers import make_fake_data_root, write_png
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
@@ -176,6 +176,10 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     assert b.model("rescorer_2_float").precision == "float32"
     assert report["rescorer"]["training"]["command"].count("train_rescorer") == 2
     assert set(report["training"]["converted_with"]) == {"tensorflow", "tf-keras", "tensorflow-model-optimization"}
+    rescorer_training = report["rescorer"]["training"]
+    assert [m["qat.h5"] for m in rescorer_training["weights_sha256"]] == [sha256_file(rescorer_run / "qat.h5")] * 2
+    assert rescorer_training["converted_with"] == report["training"]["converted_with"]
+    assert "--crop 160" in report["training"]["command"] and "--signatures 10" in report["training"]["command"]
     assert {"detector", "detector_float"} <= set(report["rescorer"]["report"])
     page = cv2.imread(str(next((data / "documents_tobacco800" / "images").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
 
@@ -244,15 +248,3 @@ def test_teacher_probabilities_are_the_sigmoid_of_the_teachers_mean_logit(tmp_pa
         logits.append(teacher(x, training=False).numpy().reshape(-1))
     p = teacher_probabilities([tmp_path / "t0", tmp_path / "t1"], x, batch=2)  # batches that split the crops
     assert p == pytest.approx(1 / (1 + np.exp(-(logits[0] + logits[1]) / 2)), rel=1e-4, abs=1e-6)
-
-
-def test_rescorer_command_records_a_distilled_runs_teachers(tmp_path):
-    from export.export_detector import rescorer_command
-
-    (tmp_path / "state.json").write_text(json.dumps({"config": {
-        "epochs": "8", "seed": "4", "teacher": "runs/a runs/b", "distill": "0.7", "online": "False"}}))
-    command = rescorer_command(tmp_path)
-    assert command.startswith(f"python -m training.train_rescorer --out {tmp_path} --epochs 8 --seed 4")
-    assert command.endswith("--teacher runs/a --teacher runs/b --distill 0.7")
-    (tmp_path / "state.json").write_text(json.dumps({"config": {"epochs": "8", "online": "True"}}))
-    assert rescorer_command(tmp_path).endswith("--epochs 8 --online")
