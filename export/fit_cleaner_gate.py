@@ -65,13 +65,13 @@ def gate_samples(data_root: Path, images: int, held_fraction: float = 0.0,
 def measure(pipes: dict, samples: list[tuple[str, Path]], sources, seed: int = GATE_SEED) -> list[dict]:
     """For each signature and kind: the share of ink the learned cleaner removes, and the
     cosine to the uncluttered classic embedding of the crop cleaned classically and learned."""
+    from sigedge.clean import clean_signature_with_share
     from sigedge.errors import SigedgeError
     from sigedge.imageio import load_image
-    from sigedge.normalize import binarize, flatten_background, to_gray
     from training.cleansynth import CleanerSynth
     from training.docsynth import SignaturePool, signature_ink
 
-    classic, learned = pipes["classic"], pipes["learned"]
+    classic, learned, uncleaned = pipes["classic"], pipes["learned"], pipes["uncleaned"]
     rows = []
     for j, (name, path) in enumerate(samples):
         scan = load_image(path)
@@ -88,14 +88,14 @@ def measure(pipes: dict, samples: list[tuple[str, Path]], sources, seed: int = G
             continue
         for kind in KINDS:
             crop = crops[kind]
-            flat = flatten_background(to_gray(crop))
-            bits = binarize(flat)
-            removed = float((bits & ~learned.cleaner.keep_mask(flat)).sum() / max(1, bits.sum()))
+            # the learned pipeline's own cleaning (ungated), run once for the share and the crop
+            cleaned, removed = clean_signature_with_share(crop, learned.options.clean_options, learned.cleaner)
             ref = refs["original" if kind == "original" else "plain"]
             cos = {}
-            for method, pipe in (("classic", classic), ("learned", learned)):
+            for method, describe in (("classic", lambda: classic.describe(crop)),
+                                     ("learned", lambda: uncleaned.describe(cleaned))):
                 try:
-                    cos[method] = float(np.dot(pipe.describe(crop).embedding, ref))
+                    cos[method] = float(np.dot(describe().embedding, ref))
                 except SigedgeError:  # nothing left: as far from the reference as can be
                     cos[method] = -1.0
             rows.append({"collection": name, "kind": kind, "removed": removed, **cos})
@@ -150,7 +150,9 @@ def fit(bundle: Path, data_root: Path | None = None, images: int = GATE_IMAGES) 
         pipes = {"classic": Pipeline(bundle, PipelineOptions(clean_options=CleanOptions(method="classic"),
                                                              precision=precision)),
                  "learned": Pipeline(bundle, PipelineOptions(
-                     clean_options=CleanOptions(method="learned", min_removed_share=0.0), precision=precision))}
+                     clean_options=CleanOptions(method="learned", min_removed_share=0.0), precision=precision)),
+                 # embeds crops the learned pipeline's cleaning already cleaned
+                 "uncleaned": Pipeline(bundle, PipelineOptions(clean=False, precision=precision))}
         gate, table = choose_gate(measure(pipes, samples, sources))
         manifest["models"][role]["cleaning"]["min_removed_share"] = gate
         report["roles"][role] = {"min_removed_share": gate, "grid": table}

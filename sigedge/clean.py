@@ -154,6 +154,14 @@ def clean_signature(image: np.ndarray, options: CleanOptions | None = None,
     With ``cleaner`` (and ``options.method`` other than ``classic``) ink that the learned
     cleaner does not mark as signature is painted white as well.
     """
+    return clean_signature_with_share(image, options, cleaner)[0]
+
+
+def clean_signature_with_share(image: np.ndarray, options: CleanOptions | None = None,
+                               cleaner: LearnedCleaner | None = None) -> tuple[np.ndarray, float]:
+    """:func:`clean_signature`, and the share of the crop's ink the learned cleaner marks as
+    clutter (0.0 without one): the number its gate, ``min_removed_share``, is compared with.
+    Fitting the gate needs both, and the cleaner is the costly step, so it runs once."""
     opts = options or CleanOptions()
     if opts.method == "learned" and cleaner is None:
         from .errors import UsageError
@@ -162,8 +170,10 @@ def clean_signature(image: np.ndarray, options: CleanOptions | None = None,
     flat = flatten_background(to_gray(image))
     ink = binarize(flat)
     remove = np.zeros_like(ink)
+    share = 0.0
     if cleaner is not None and opts.method != "classic" and ink.any():
         learned = ink & ~cleaner.keep_mask(flat)
+        share = float(learned.sum() / ink.sum())
         gate = cleaner.min_removed_share if opts.min_removed_share is None else opts.min_removed_share
         if learned.sum() >= gate * ink.sum():
             remove |= learned
@@ -173,4 +183,4 @@ def clean_signature(image: np.ndarray, options: CleanOptions | None = None,
         remove |= ink & ~remove_specks(ink & ~remove, opts.speck_fraction)
     out = flat.copy()
     out[remove] = 255
-    return out
+    return out, share

@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 
-from sigedge.clean import CleanOptions, clean_signature
+from sigedge.clean import CleanOptions, clean_signature, clean_signature_with_share
 from sigedge.synth import synthetic_signature
 
 
@@ -111,3 +111,10 @@ def test_learned_cleaning_is_gated_by_the_share_of_ink_it_removes():
     assert (ungated == 255).sum() > (classic == 255).sum() + 1000  # above it: the printed text goes
     # the shipped gate lets this crop through: the text is far more than the gate's share of its ink
     assert np.array_equal(clean_signature(cluttered, CleanOptions(method="learned"), cleaner), ungated)
+    # the share the gate compares: between the gates that let this crop through and those that do not
+    image, share = clean_signature_with_share(cluttered, CleanOptions(method="learned", min_removed_share=0.0), cleaner)
+    assert np.array_equal(image, ungated) and 0.0 < share < 1.0
+    below = clean_signature(cluttered, CleanOptions(method="learned", min_removed_share=share - 1e-6), cleaner)
+    above = clean_signature(cluttered, CleanOptions(method="learned", min_removed_share=share + 1e-3), cleaner)
+    assert np.array_equal(below, ungated) and np.array_equal(above, classic)
+    assert clean_signature_with_share(cluttered, CleanOptions(method="classic"), cleaner)[1] == 0.0
