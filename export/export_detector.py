@@ -231,6 +231,16 @@ def rescorer_command(run: Path) -> str:
     return training_command("training.train_rescorer", run, cfg)
 
 
+#: What a detector run trained with where it recorded nothing, being older than the option:
+#: style-1 pages (the only style then) and no moving average of the weights.
+BEFORE_THE_OPTION = {"page_style": "1", "ema": "0.0"}
+
+
+def detector_config(run: Path) -> dict[str, str]:
+    """The options a detector run trained with, as its state.json recorded them."""
+    return {**BEFORE_THE_OPTION, **json.loads((run / "state.json").read_text()).get("config", {})}
+
+
 def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | None = None,
            negative_pages: int = 200, int8: bool = True, rescorer_runs: list[Path] | tuple = ()) -> dict:
     from training import data as D
@@ -240,9 +250,7 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
     from training.train_detector import signature_pool
 
     root = data_root or D.DEFAULT_DATA_ROOT
-    state = json.loads((run / "state.json").read_text())
-    # runs from before --page-style existed were trained on style-1 pages
-    cfg = {"page_style": "1", **state.get("config", {})}
+    cfg = detector_config(run)
     alpha = float(cfg.get("alpha", 0.35))
     train_names, val_names = DD.split_documents(root)
     train_pages, val_pages = DD.load_pages(root, train_names), DD.load_pages(root, val_names)

@@ -9,6 +9,7 @@ card's sha256 can only be checked against the versions recorded here.
 from __future__ import annotations
 
 import importlib
+import shlex
 from importlib import metadata
 from pathlib import Path
 
@@ -47,11 +48,14 @@ def training_command(module: str, run: Path | str, cfg: dict[str, str]) -> str:
     Every option of the module's own parser is repeated where the run recorded a value other
     than today's default (the schedule always), so that a flag added to training is never
     silently dropped from a model card's command. A repeatable option (list default) was
-    recorded space-joined and is given once per value; an option the run did not record
-    (older than the option) is left out.
+    recorded space-joined and is given once per value. Values are shell-quoted.
+
+    An option the run did not record (the run is older than the option) is left out, so the
+    command re-trains with today's default for it: where that is not what the run did, the
+    caller adds the old behaviour to ``cfg`` (``export_detector.BEFORE_THE_OPTION``).
     """
     defaults = vars(importlib.import_module(module).parse_args(["--out", str(run)]))
-    parts = [f"python -m {module} --out", str(run)]
+    parts = [f"python -m {module} --out", shlex.quote(str(run))]
     for k, default in defaults.items():
         v = cfg.get(k)
         if k in NOT_REPEATED or v is None or v in ("None", "False", ""):
@@ -60,5 +64,5 @@ def training_command(module: str, run: Path | str, cfg: dict[str, str]) -> str:
             continue
         flag = f"--{k.replace('_', '-')}"
         values = v.split() if isinstance(default, list) else [v]
-        parts += [flag if v == "True" else f"{flag} {x}" for x in values]
+        parts += [flag if v == "True" else f"{flag} {shlex.quote(x)}" for x in values]
     return " ".join(parts)

@@ -160,7 +160,8 @@ def clean_signature(image: np.ndarray, options: CleanOptions | None = None,
 def clean_signature_with_share(image: np.ndarray, options: CleanOptions | None = None,
                                cleaner: LearnedCleaner | None = None) -> tuple[np.ndarray, float]:
     """:func:`clean_signature`, and the share of the crop's ink the learned cleaner marks as
-    clutter (0.0 without one): the number its gate, ``min_removed_share``, is compared with.
+    clutter (0.0 where it does not run: no cleaner, the classic method, or a crop without ink):
+    the number its gate, ``min_removed_share``, is compared with.
     Fitting the gate needs both, and the cleaner is the costly step, so it runs once."""
     opts = options or CleanOptions()
     if opts.method == "learned" and cleaner is None:

@@ -118,3 +118,19 @@ def test_learned_cleaning_is_gated_by_the_share_of_ink_it_removes():
     above = clean_signature(cluttered, CleanOptions(method="learned", min_removed_share=share + 1e-3), cleaner)
     assert np.array_equal(below, ungated) and np.array_equal(above, classic)
     assert clean_signature_with_share(cluttered, CleanOptions(method="classic"), cleaner)[1] == 0.0
+
+
+def test_a_crop_cleaned_first_embeds_as_the_learned_pipeline_embeds_it():
+    # export/fit_cleaner_gate relies on this to run the cleaner once a crop
+    from sigedge.pipeline import Pipeline, PipelineOptions
+
+    learned_opts = CleanOptions(method="learned", min_removed_share=0.0)
+    learned = Pipeline(options=PipelineOptions(clean_options=learned_opts))
+    uncleaned = Pipeline(options=PipelineOptions(clean=False))
+    crop = cv2.cvtColor(synthetic_signature(3, 1, size=(200, 500)), cv2.COLOR_BGR2GRAY)
+    cv2.line(crop, (0, 150), (499, 150), 30, 2)
+    cv2.putText(crop, "SIGNATURE", (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 40, 2)
+    cleaned, share = clean_signature_with_share(crop, learned_opts, learned.cleaner)
+    assert share > 0.0
+    a, b = learned.describe(crop), uncleaned.describe(cleaned)
+    assert np.array_equal(a.embedding, b.embedding)
