@@ -43,7 +43,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from export.export_embedder import convert_float, convert_int8, file_fields  # noqa: E402
-from export.provenance import converter_versions, provenance, training_command  # noqa: E402
+from export.provenance import converter_versions, provenance, training_command, weights_sha256  # noqa: E402
 from sigedge.bundle import spec_from_entry  # noqa: E402
 from sigedge.detect import DetectOptions, Detector, letterbox, rescorer_input  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections  # noqa: E402
@@ -231,16 +231,6 @@ def rescorer_command(run: Path) -> str:
     return training_command("training.train_rescorer", run, cfg)
 
 
-#: What a detector run trained with where it recorded nothing, being older than the option:
-#: style-1 pages (the only style then) and no moving average of the weights.
-BEFORE_THE_OPTION = {"page_style": "1", "ema": "0.0"}
-
-
-def detector_config(run: Path) -> dict[str, str]:
-    """The options a detector run trained with, as its state.json recorded them."""
-    return {**BEFORE_THE_OPTION, **json.loads((run / "state.json").read_text()).get("config", {})}
-
-
 def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | None = None,
            negative_pages: int = 200, int8: bool = True, rescorer_runs: list[Path] | tuple = ()) -> dict:
     from training import data as D
@@ -250,7 +240,7 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
     from training.train_detector import signature_pool
 
     root = data_root or D.DEFAULT_DATA_ROOT
-    cfg = detector_config(run)
+    cfg = json.loads((run / "state.json").read_text()).get("config", {})
     alpha = float(cfg.get("alpha", 0.35))
     train_names, val_names = DD.split_documents(root)
     train_pages, val_pages = DD.load_pages(root, train_names), DD.load_pages(root, val_names)
@@ -339,7 +329,7 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
                 "training": {
                     "command": commands[0] if len(commands) == 1 else " && ".join(commands),
                     # one entry per ensemble member, in the order of the rescoring roles
-                    "weights_sha256": [provenance(r)["weights_sha256"] for r in rescorer_runs],
+                    "weights_sha256": [weights_sha256(r) for r in rescorer_runs],
                     "converted_with": converter_versions(),
                     "data": "candidate boxes of the shipped int8 detector (score >= 0.05) on the training documents "
                             "of documents_tobacco800 and on generated pages, labelled by IoU with the true boxes, "

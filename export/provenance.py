@@ -29,10 +29,14 @@ def converter_versions() -> dict[str, str]:
     return out
 
 
+def weights_sha256(run: Path) -> dict[str, str]:
+    """sha256 of the run's weight files (``*.h5``), by file name."""
+    return {p.name: sha256_file(p) for p in sorted(Path(run).glob("*.h5"))}
+
+
 def provenance(run: Path) -> dict:
-    """sha256 of the run's weight files (``*.h5``) and the converter's package versions."""
-    return {"weights_sha256": {p.name: sha256_file(p) for p in sorted(Path(run).glob("*.h5"))},
-            "converted_with": converter_versions()}
+    """sha256 of the run's weight files and the converter's package versions."""
+    return {"weights_sha256": weights_sha256(run), "converted_with": converter_versions()}
 
 
 #: Options a retraining command always spells out, so that it reads as the schedule it ran.
@@ -50,11 +54,14 @@ def training_command(module: str, run: Path | str, cfg: dict[str, str]) -> str:
     silently dropped from a model card's command. A repeatable option (list default) was
     recorded space-joined and is given once per value. Values are shell-quoted.
 
-    An option the run did not record (the run is older than the option) is left out, so the
-    command re-trains with today's default for it: where that is not what the run did, the
-    caller adds the old behaviour to ``cfg`` (``export_detector.BEFORE_THE_OPTION``).
+    An option the run did not record (the run is older than the option) takes the value the
+    module's ``BEFORE_THE_OPTION`` gives it, what training did before the option existed (e.g.
+    ``training.train_detector``); without one it is left out, as today's default is what
+    training did before.
     """
-    defaults = vars(importlib.import_module(module).parse_args(["--out", str(run)]))
+    script = importlib.import_module(module)
+    cfg = {**getattr(script, "BEFORE_THE_OPTION", {}), **cfg}
+    defaults = vars(script.parse_args(["--out", str(run)]))
     parts = [f"python -m {module} --out", shlex.quote(str(run))]
     for k, default in defaults.items():
         v = cfg.get(k)

@@ -86,18 +86,19 @@ def test_an_option_newer_than_the_run_is_left_out():
 def test_values_are_shell_quoted():
     import shlex
 
-    cmd = training_command(DETECTOR, "runs/my run", {"epochs": "2", "init": "/tmp/a b/float.h5"})
+    cmd = training_command(EMBEDDER, "runs/my run", {"epochs": "2", "init": "/tmp/a b/float.h5"})
     assert shlex.split(cmd)[3:] == ["--out", "runs/my run", "--epochs", "2", "--init", "/tmp/a b/float.h5"]
 
 
 def test_a_detector_run_older_than_an_option_is_given_what_it_trained_with():
     from pathlib import Path
 
-    from export.export_detector import detector_config
+    def recorded(run: Path) -> dict[str, str]:
+        return json.loads((run / "state.json").read_text())["config"]
 
     v1 = Path(__file__).resolve().parent.parent / "training" / "checkpoints" / "detector-v1"
-    assert "ema" not in json.loads((v1 / "state.json").read_text())["config"]  # it predates --ema
-    cmd = training_command(DETECTOR, "runs/v1", detector_config(v1))
+    assert "ema" not in recorded(v1) and "page_style" not in recorded(v1)  # it predates both
+    cmd = training_command(DETECTOR, "runs/v1", recorded(v1))
     assert "--page-style 1" in cmd and "--ema 0.0" in cmd  # style 1 and no moving average, as it ran
-    v2 = detector_config(v1.parent / "detector-v2")
+    v2 = recorded(v1.parent / "detector-v2")
     assert v2["ema"] == "0.998" and "--ema" not in training_command(DETECTOR, "runs/v2", v2)  # today's default

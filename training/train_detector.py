@@ -43,6 +43,11 @@ log = logging.getLogger("train_detector")
 
 EXPORT_SIZE = 640
 
+#: What a run older than an option trained with, where its state.json recorded nothing:
+#: style-1 pages (the only style then) and no moving average of the weights. The retraining
+#: command of such a run (export/provenance.training_command) repeats these.
+BEFORE_THE_OPTION = {"page_style": "1", "ema": "0.0"}
+
 
 def parse_args(argv=None):
     p = base_parser(__doc__, epochs=24, qat_epochs=3, batch=16)
