@@ -140,6 +140,49 @@ def test_same_name_blocks_pit_a_writers_name_against_other_writers_writing_it(tr
                     "--pair-writers", "2", "--name-pair-writers", "1"])
 
 
+def test_mirrored_writers_are_classes_of_their_own_with_their_forgeries_mirrored_alike(trained_run, tmp_path):
+    """--mirror-writers: sample i's mirror image k is index i + k*N, a class of its own, and a
+    ranking block holds one mirror image of one writer's genuines and forgeries."""
+    from training.train_embedder import MIRRORS, BatchMaker, mirror_identities, mirrored
+    from training.train_embedder import main as train_main
+
+    labels, weights = np.array([0, 0, 1, 1, 1]), np.array([1.0, 1.0, 2.0, 2.0, 2.0])
+    groups = {"w": (np.array([2, 3]), np.array([4]))}
+    labels4, weights4, (groups4, none) = mirror_identities(labels, weights, [groups, None])
+    assert none is None and len(MIRRORS) == 4
+    assert list(labels4) == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5, 6, 6, 7, 7, 7]
+    assert np.isclose(weights4.sum(), weights.sum()) and np.allclose(weights4[5:10], weights / 4)
+    assert {k: (list(g), list(f)) for k, (g, f) in groups4.items()} == {
+        ("w", 0): ([2, 3], [4]), ("w", 1): ([7, 8], [9]), ("w", 2): ([12, 13], [14]), ("w", 3): ([17, 18], [19])}
+
+    canvas = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert mirrored(canvas, 0) is canvas
+    assert (mirrored(canvas, 1) == canvas[:, ::-1]).all() and (mirrored(canvas, 2) == canvas[::-1]).all()
+    assert (mirrored(canvas, 3) == canvas[::-1, ::-1]).all() and mirrored(canvas, 3).flags["C_CONTIGUOUS"]
+
+    # a batch from the mirrored indices: every block within one mirror image
+    canv = np.zeros((5, 8, 16), np.uint8)
+    maker = BatchMaker(canv, labels4, weights4, 12, (8, 16), seed=0, pair_pools=[(groups4, 2)])
+    try:
+        x, y, group, forged, idx = maker._batch()
+    finally:
+        maker.close()
+    assert x.shape == (12, 8, 16, 1) and (idx < 20).all()
+    for b in (0, 1):
+        assert len(set(idx[group == b] // 5)) == 1
+
+    data, run, _ = trained_run
+    out = tmp_path / "mirror"
+    train_main(["--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out), *TINY, "--batch", "16",
+                "--epochs", "1", "--qat-epochs", "0", "--pair-writers", "1", "--mirror-writers"])
+    state = json.loads((out / "state.json").read_text())
+    assert state["phase"] == "done" and state["config"]["mirror_writers"] == "True"
+    assert np.load(out / "head.npy").shape[-1] == 4 * np.load(run / "head.npy").shape[-1]
+    with pytest.raises(SystemExit):
+        train_main(["--data", str(data), "--out", str(tmp_path / "x"), *TINY, "--mirror-writers", "--synthetic-mix",
+                    "5"])
+
+
 def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_path, monkeypatch, caplog):
     from export.export_embedder import export
     from sigedge import Pipeline

@@ -32,7 +32,7 @@ from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
 from sigedge.normalize import NormalizeOptions  # noqa: E402
 from sigedge.scoring import l2_normalize  # noqa: E402
 from training import data as D  # noqa: E402
-from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
+from training.common import BackgroundBatches, base_parser, recorded_options, warmup_cosine  # noqa: E402
 from training.augment import DEFAULT_MAX_ROTATION, augment  # noqa: E402
 from training.model import CosFaceHead, build_model, quantize_aware  # noqa: E402
 from training.synthsig import make_synthetic_set  # noqa: E402
@@ -91,6 +91,11 @@ def parse_args(argv=None):
     p.add_argument("--fold", type=int, default=0,
                    help="which block of writers is held out for validation (0: the shipped split; "
                         "1-3: the other sigcomp2011_dutch folds of benchmarks/crossval.py)")
+    p.add_argument("--mirror-writers", action="store_true",
+                   help="every training identity also enters as three mirror images of itself (flipped "
+                        "left-right, upside down, and both), each a class of its own, and so do its ranking "
+                        "blocks: four times the writers with skilled forgeries (42-44 a fold), each with its "
+                        "real forgeries mirrored alike; validation writers stay as scanned")
     p.add_argument("--writer-fraction", type=float, default=1.0,
                    help="train on this share of each collection's training writers (a fixed, nested "
                         "subset; for learning curves); validation writers are unchanged")
@@ -98,6 +103,34 @@ def parse_args(argv=None):
 
 
 PAIR_GENUINES, PAIR_FORGERIES = 4, 2
+
+
+#: The mirror images a training identity enters as with --mirror-writers: as scanned, flipped
+#: left-right, upside down, both (the axes np.flip takes).
+MIRRORS = (None, 1, 0, (0, 1))
+
+
+def mirrored(canvas: np.ndarray, k: int) -> np.ndarray:
+    """The canvas as its ``k``-th mirror image (0: unchanged)."""
+    # OpenCV refuses the negative strides of a flipped view
+    return canvas if MIRRORS[k] is None else np.ascontiguousarray(np.flip(canvas, MIRRORS[k]))
+
+
+def mirror_identities(labels: np.ndarray, weights: np.ndarray, groups: list) -> tuple:
+    """Four times the identities: mirror image ``k`` of sample ``i`` is index ``i + k * N``,
+    a class of its own (``label + k * classes``), as likely as the sample itself, and each
+    ranking group is repeated for every mirror image, its genuines and forgeries mirrored alike.
+
+    A writer's skilled forgeries differ from the genuines in how they were written
+    (hesitation, tremor, pressure), which a mirror keeps; its shape is one the forger never
+    saw, so it is a new writer with real forgeries, where procedural forgeries were not.
+    """
+    n, classes, k = len(labels), int(labels.max()) + 1, len(MIRRORS)
+    labels = np.concatenate([labels + m * classes for m in range(k)])
+    weights = np.tile(weights, k) / k
+    groups = [None if g is None else {(key, m): (gen + m * n, forg + m * n) for key, (gen, forg) in g.items()
+                                      for m in range(k)} for g in groups]
+    return labels, weights, groups
 
 
 class BatchMaker(BackgroundBatches):
@@ -140,7 +173,8 @@ class BatchMaker(BackgroundBatches):
 
     def _batch(self):
         idx, group, forged = self._indices()
-        x = np.stack([augment(self.canvases[i], self.rng, self.hw, max_rotation=self.max_rotation)
+        n = len(self.canvases)  # an index past the canvases is a mirror image (mirror_identities)
+        x = np.stack([augment(mirrored(self.canvases[i % n], i // n), self.rng, self.hw, max_rotation=self.max_rotation)
                       for i in idx]).astype(np.float32) / 255.0
         return x[..., None], self.labels[idx].astype(np.int32), group, forged, idx.astype(np.int32)
 
@@ -175,6 +209,9 @@ def main(argv=None):
                          "(procedural signers alone) or --teacher (which embeds the real writers only)")
     if not 0.0 < args.synthetic_weight < 1.0:
         raise SystemExit(f"--synthetic-weight must be in (0, 1), got {args.synthetic_weight}")
+    if args.mirror_writers and (args.synthetic or args.synthetic_mix or args.teacher):
+        raise SystemExit("--mirror-writers mirrors the real training writers: not with --synthetic, "
+                         "--synthetic-mix or --teacher")
     if not 0.0 < args.writer_fraction <= 1.0:
         raise SystemExit(f"--writer-fraction must be in (0, 1], got {args.writer_fraction}")
     if args.arch == "signet" and args.qat_epochs:
@@ -226,6 +263,9 @@ def main(argv=None):
                                   np.full(len(synth.signer), args.synthetic_weight / len(synth.signer))])
         train_canv = np.concatenate([train_canv, synth.canvases])
         synth_pair_groups = {k: (g + offset, f + offset) for k, (g, f) in synth.groups().items()}
+    if args.mirror_writers:
+        labels, weights, (pair_groups, name_groups) = mirror_identities(labels, weights, [pair_groups, name_groups])
+        n_classes = int(labels.max()) + 1
     log.info("train: %d samples, %d classes (made in %.0fs); val: %d samples", len(labels), n_classes,
              time.time() - t0, len(val))
     val_opts = NormalizeOptions(height=args.height, width=args.width)
@@ -309,7 +349,7 @@ def main(argv=None):
         if args.arch == "mobilenetv2":  # the SigNet baseline stays float
             quantization_aware_phase(args, model, head, maker, make_step, val_sets, state, state_path)
         state["phase"] = "done"
-        state["config"] = {k: str(v) for k, v in vars(args).items()}
+        state["config"] = recorded_options(args)
         state_path.write_text(json.dumps(state, indent=1))
     finally:
         maker.close()
