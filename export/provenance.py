@@ -47,12 +47,14 @@ NOT_REPEATED = {"data", "out", "cache", "resume"}
 
 def training_command(module: str, run: Path | str, cfg: dict[str, str]) -> str:
     """The command line that re-trains ``run`` with ``module`` (e.g. ``training.train_detector``),
-    from the options its state.json recorded (``cfg``: option name to ``str(value)``).
+    from the options its state.json recorded (``cfg``: option name to ``str(value)``, a
+    repeatable option's values as a list; ``training.common.recorded_options``).
 
     Every option of the module's own parser is repeated where the run recorded a value other
     than today's default (the schedule always), so that a flag added to training is never
-    silently dropped from a model card's command. A repeatable option (list default) was
-    recorded space-joined and is given once per value. Values are shell-quoted.
+    silently dropped from a model card's command. A repeatable option (list default) is given
+    once per value; runs before 2026-12-03 recorded it space-joined, which is split on spaces.
+    Values are shell-quoted.
 
     An option the run did not record (the run is older than the option) takes the value the
     module's ``BEFORE_THE_OPTION`` gives it, what training did before the option existed (e.g.
@@ -65,11 +67,16 @@ def training_command(module: str, run: Path | str, cfg: dict[str, str]) -> str:
     parts = [f"python -m {module} --out", shlex.quote(str(run))]
     for k, default in defaults.items():
         v = cfg.get(k)
-        if k in NOT_REPEATED or v is None or v in ("None", "False", ""):
+        if k in NOT_REPEATED or v is None or v in ("None", "False", "", []):
             continue
-        if k not in ALWAYS_SHOWN and v == (" ".join(map(str, default)) if isinstance(default, list) else str(default)):
+        if isinstance(default, list):
+            values = v if isinstance(v, list) else v.split()
+            if k not in ALWAYS_SHOWN and values == [str(x) for x in default]:
+                continue
+        elif k not in ALWAYS_SHOWN and v == str(default):
             continue
+        else:
+            values = [v]
         flag = f"--{k.replace('_', '-')}"
-        values = v.split() if isinstance(default, list) else [v]
         parts += [flag if v == "True" else f"{flag} {shlex.quote(x)}" for x in values]
     return " ".join(parts)

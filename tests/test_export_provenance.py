@@ -77,6 +77,26 @@ def test_rescorer_command_records_a_distilled_runs_teachers(tmp_path):
     assert rescorer_command(tmp_path) == f"python -m training.train_rescorer --out {tmp_path} --epochs 8 --online"
 
 
+def test_a_repeatable_option_is_recorded_as_a_list_so_a_path_with_a_space_stays_one_value(tmp_path):
+    import shlex
+
+    from export.export_detector import rescorer_command
+    from training.common import recorded_options
+    from training.train_rescorer import parse_args
+
+    args = parse_args(["--out", str(tmp_path), "--epochs", "8", "--teacher", "runs/my teacher", "--teacher",
+                       "runs/b", "--distill", "0.5"])
+    cfg = recorded_options(args)
+    assert cfg["teacher"] == ["runs/my teacher", "runs/b"] and cfg["epochs"] == "8" and cfg["out"] == str(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"config": cfg}))
+    words = shlex.split(rescorer_command(tmp_path))
+    assert words[words.index("--teacher"):] == ["--teacher", "runs/my teacher", "--teacher", "runs/b",
+                                                "--distill", "0.5"]
+    assert parse_args(words[3:]).teacher == args.teacher  # the command parses back to the run's teachers
+    cfg = recorded_options(parse_args(["--out", str(tmp_path)]))
+    assert cfg["teacher"] == [] and "--teacher" not in training_command(RESCORER, tmp_path, cfg)
+
+
 def test_an_option_newer_than_the_run_is_left_out():
     # runs recorded before an option existed ran without it; its default today says nothing about them
     cmd = training_command(EMBEDDER, "runs/old", {"epochs": "25", "seed": "1"})

@@ -30,6 +30,13 @@ def base_parser(doc: str, epochs: int, qat_epochs: int, batch: int) -> argparse.
     return p
 
 
+def recorded_options(args: argparse.Namespace) -> dict[str, str | list[str]]:
+    """The run's options as its state.json records them: each value as ``str(value)``, a
+    repeatable option (a list) as a list of such strings, so that a value with a space in it
+    (a path) stays one value. ``export/provenance.training_command`` turns it back into a command."""
+    return {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in vars(args).items()}
+
+
 def warmup_cosine(peak: float, warmup_steps: int, total_steps: int, floor: float) -> Callable[[int], float]:
     """Linear warm-up, then cosine decay to ``floor`` x the peak."""
 

@@ -38,7 +38,7 @@ import tf_keras as keras  # noqa: E402
 from training import data as D  # noqa: E402
 from training import detector_data as DD  # noqa: E402
 from training.cleansynth import TRAIN_CHEQUES, CleanerSynth, ClutterSources  # noqa: E402
-from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
+from training.common import BackgroundBatches, base_parser, recorded_options, warmup_cosine  # noqa: E402
 from training.docsynth import SignaturePool  # noqa: E402
 
 log = logging.getLogger("train_cleaner")
@@ -251,7 +251,7 @@ def main(argv=None):
     if args.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         log.info("resuming from epoch %d (%s)", state["epoch"], state["phase"])
-    state["config"] = {k: str(v) for k, v in vars(args).items()}
+    state["config"] = recorded_options(args)
     float_lr = warmup_cosine(args.lr, args.steps, args.epochs * args.steps, floor=0.03)
     # a resumed run draws new pairs: the generator's stream continues from a new seed
     batches = PairBatches(CleanerSynth(pool, train_sources, seed=args.seed * 1000 + len(state["history"]),

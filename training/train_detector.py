@@ -34,7 +34,7 @@ import tensorflow as tf  # noqa: E402
 from sigedge.detect import decode_heatmap, letterbox, nms  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections  # noqa: E402
 from training import data as D  # noqa: E402
-from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
+from training.common import BackgroundBatches, base_parser, recorded_options, warmup_cosine  # noqa: E402
 from training import detector_data as DD  # noqa: E402
 from training.detector_model import STRIDE, build_detector, detection_loss, quantize_aware  # noqa: E402
 from training.docsynth import PAGE_STYLES, PageSynth, SignaturePool  # noqa: E402
@@ -270,7 +270,7 @@ def main(argv=None):
         if args.qat_epochs == 0:
             qat.save_weights(args.out / "qat.h5")
         state["phase"] = "done"
-        state["config"] = {k: str(v) for k, v in vars(args).items()}
+        state["config"] = recorded_options(args)
         state_path.write_text(json.dumps(state, indent=1))
     finally:
         maker.close()

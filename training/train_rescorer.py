@@ -36,7 +36,7 @@ from sigedge.bundle import ModelBundle  # noqa: E402
 from sigedge.detect import Detector, rank_rescored, rescorer_input  # noqa: E402
 from sigedge.detection_metrics import evaluate_detections, iou_matrix  # noqa: E402
 from training import detector_data as DD  # noqa: E402
-from training.common import BackgroundBatches, base_parser, warmup_cosine  # noqa: E402
+from training.common import BackgroundBatches, base_parser, recorded_options, warmup_cosine  # noqa: E402
 from training.train_detector import WeightAverage, signature_pool, synthetic_pages  # noqa: E402
 
 log = logging.getLogger("train_rescorer")
@@ -428,7 +428,7 @@ def main(argv=None):
     if online is not None:
         online.close()
     state["phase"] = "done"
-    state["config"] = {k: " ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in vars(args).items()}
+    state["config"] = recorded_options(args)
     state_path.write_text(json.dumps(state, indent=1))
 
 
