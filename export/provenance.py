@@ -45,7 +45,7 @@ ALWAYS_SHOWN = ("epochs", "qat_epochs", "steps", "batch", "seed", "lr")
 NOT_REPEATED = {"data", "out", "cache", "resume"}
 
 
-def training_command(module: str, run: Path | str, cfg: dict[str, str]) -> str:
+def training_command(module: str, run: Path | str, cfg: dict[str, str | list[str]]) -> str:
     """The command line that re-trains ``run`` with ``module`` (e.g. ``training.train_detector``),
     from the options its state.json recorded (``cfg``: option name to ``str(value)``, a
     repeatable option's values as a list; ``training.common.recorded_options``).

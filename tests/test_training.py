@@ -140,7 +140,8 @@ def test_same_name_blocks_pit_a_writers_name_against_other_writers_writing_it(tr
                     "--pair-writers", "2", "--name-pair-writers", "1"])
 
 
-def test_mirrored_writers_are_classes_of_their_own_with_their_forgeries_mirrored_alike(trained_run, tmp_path):
+def test_mirrored_writers_are_classes_of_their_own_with_their_forgeries_mirrored_alike(trained_run, tmp_path,
+                                                                                        monkeypatch):
     """--mirror-writers: sample i's mirror image k is index i + k*N, a class of its own, and a
     ranking block holds one mirror image of one writer's genuines and forgeries."""
     from training.train_embedder import MIRRORS, BatchMaker, mirror_identities, mirrored
@@ -160,16 +161,27 @@ def test_mirrored_writers_are_classes_of_their_own_with_their_forgeries_mirrored
     assert (mirrored(canvas, 1) == canvas[:, ::-1]).all() and (mirrored(canvas, 2) == canvas[::-1]).all()
     assert (mirrored(canvas, 3) == canvas[::-1, ::-1]).all() and mirrored(canvas, 3).flags["C_CONTIGUOUS"]
 
-    # a batch from the mirrored indices: every block within one mirror image
+    # a batch from the mirrored indices: each sample is its canvas's mirror image, every block
+    # within one mirror image (augmentation passed through, lopsided ink on each canvas)
     canv = np.zeros((5, 8, 16), np.uint8)
-    maker = BatchMaker(canv, labels4, weights4, 12, (8, 16), seed=0, pair_pools=[(groups4, 2)])
+    for i in range(5):
+        canv[i, : i + 2, : 2 * i + 3] = 255
+    monkeypatch.setattr("training.train_embedder.augment", lambda img, rng, hw, **kw: img)
+    maker = BatchMaker(canv, labels4, weights4, 24, (8, 16), seed=0, pair_pools=[(groups4, 2)])
     try:
-        x, y, group, forged, idx = maker._batch()
+        batches = [maker._batch() for _ in range(4)]
     finally:
         maker.close()
-    assert x.shape == (12, 8, 16, 1) and (idx < 20).all()
-    for b in (0, 1):
-        assert len(set(idx[group == b] // 5)) == 1
+    seen = set()
+    for x, y, group, forged, idx in batches:
+        assert x.shape == (24, 8, 16, 1) and (idx < 20).all() and (y == labels4[idx]).all()
+        for j, i in enumerate(idx):
+            assert (x[j, ..., 0] * 255 == mirrored(canv[i % 5], i // 5)).all()
+            seen.add(i // 5)
+        for b in (0, 1):
+            assert len(set(idx[group == b] // 5)) == 1
+    assert seen == {0, 1, 2, 3}
+    monkeypatch.undo()  # training below augments as it does
 
     data, run, _ = trained_run
     out = tmp_path / "mirror"
@@ -178,9 +190,11 @@ def test_mirrored_writers_are_classes_of_their_own_with_their_forgeries_mirrored
     state = json.loads((out / "state.json").read_text())
     assert state["phase"] == "done" and state["config"]["mirror_writers"] == "True"
     assert np.load(out / "head.npy").shape[-1] == 4 * np.load(run / "head.npy").shape[-1]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="--mirror-writers"):
         train_main(["--data", str(data), "--out", str(tmp_path / "x"), *TINY, "--mirror-writers", "--synthetic-mix",
                     "5"])
+    with pytest.raises(SystemExit, match="--mirror-writers"):  # a resume cannot change what the classes are
+        train_main(["--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out), *TINY, "--resume"])
 
 
 def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_path, monkeypatch, caplog):

@@ -286,15 +286,19 @@ def main(argv=None):
         started = state.get("started_with", {})
         if not started:
             log.warning("--resume: %s does not record what it started with (a run older than that record); "
-                        "its --teacher and --distill-weight cannot be checked, and are taken as given now",
+                        "its --teacher, --distill-weight and --mirror-writers cannot be checked, and are taken as given now",
                         state_path)
         if str(started.get("teacher", args.teacher)) != str(args.teacher):
             raise SystemExit(f"--resume: the run started with --teacher {started.get('teacher')}, not {args.teacher}")
         if args.teacher and float(started.get("distill_weight", args.distill_weight)) != args.distill_weight:
             raise SystemExit(f"--resume: the run started with --distill-weight {started['distill_weight']}, "
                              f"not {args.distill_weight}")
+        if bool(started.get("mirror_writers", args.mirror_writers)) != args.mirror_writers:
+            raise SystemExit(f"--resume: the run started {'with' if started['mirror_writers'] else 'without'} "
+                             "--mirror-writers, which decides its classes")
     # what the run started with, so a resume cannot silently change the objective
-    state.setdefault("started_with", {"teacher": str(args.teacher), "distill_weight": args.distill_weight})
+    state.setdefault("started_with", {"teacher": str(args.teacher), "distill_weight": args.distill_weight,
+                                      "mirror_writers": args.mirror_writers})
 
     float_lr = warmup_cosine(args.lr, args.steps, args.epochs * args.steps, floor=0.05)
     teacher = None
