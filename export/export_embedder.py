@@ -81,6 +81,38 @@ def file_fields(file: Path, precision: str) -> dict:
     return {"file": file.name, "sha256": sha256_file(file), "bytes": file.stat().st_size, "precision": precision}
 
 
+def objective_description(cfg: dict) -> str:
+    """The manifest's words for what the run learned, from the options its state.json recorded:
+    every option that changes the objective or the classes is named (the command has the values)."""
+    def number(key: str) -> int:
+        return int(cfg.get(key, 0) or 0)
+
+    if number("synthetic"):
+        head = f"CosFace (s=30, m=0.35) over {cfg['synthetic']} procedural signers (training/synthsig.py) only"
+    else:
+        head = "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"
+    parts = [head]
+    if number("synthetic_mix"):
+        parts.append(f"plus {cfg['synthetic_mix']} procedural signers (training/synthsig.py) as further classes, "
+                     f"a share {cfg.get('synthetic_weight', '0.25')} of each batch")
+    if cfg.get("mirror_writers") == "True":
+        parts.append("every training identity also as its three mirror images (left-right, upside down, both), "
+                     "each a class of its own, ranking blocks mirrored alike")
+    if number("pair_writers"):
+        parts.append("plus a soft triplet ranking loss (genuine anchor, genuine positive, skilled forgery negative, "
+                     f"margin {cfg.get('pair_margin', '0.3')}) inside {cfg['pair_writers']} writer blocks per batch")
+    if number("name_pair_writers"):
+        parts.append(f"plus {cfg['name_pair_writers']} same-name blocks per batch in the ranking loss (a cross-media "
+                     "identity's signatures against the same name written by other training writers)")
+    if number("synthetic_mix") and number("synthetic_pair_writers"):
+        parts.append(f"plus {cfg['synthetic_pair_writers']} blocks of procedural genuines and forgeries per batch "
+                     "in the ranking loss")
+    if cfg.get("teacher") not in (None, "None"):
+        parts.append(f"plus a relational distillation loss (weight {cfg.get('distill_weight', '1.0')}) "
+                     f"towards the float teacher {cfg['teacher']}")
+    return "; ".join(parts)
+
+
 def model_entry(file: Path, precision: str, opts: NormalizeOptions, dim: int) -> dict:
     return {
         **file_fields(file, precision),
@@ -230,14 +262,7 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
             "training": {"command": training_command("training.train_embedder", run, cfg), **provenance(run),
                 "split_seed": D.SPLIT_SEED, "architecture": (f"MobileNetV2 alpha={alpha}, {h}x{w}x1, dense {dim}" if arch == "mobilenetv2"
                                  else f"SigNet {h}x{w}x1, fc {dim}"),
-                "objective": "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"
-                             + ("; plus a soft triplet ranking loss (genuine anchor, genuine positive, skilled "
-                                f"forgery negative, margin {cfg.get('pair_margin', '0.3')}) inside "
-                                f"{cfg['pair_writers']} writer blocks per batch"
-                                if int(cfg.get("pair_writers", 0) or 0) else "")
-                             + (f"; plus a relational distillation loss (weight {cfg.get('distill_weight', '1.0')}) "
-                                f"towards the float teacher {cfg['teacher']}"
-                                if cfg.get("teacher") not in (None, "None") else "")},
+                "objective": objective_description(cfg)},
             "preprocessing": {"threshold": opts.threshold, "deskew": opts.deskew, "speck_fraction": opts.speck_fraction,
                               "min_speck_pixels": opts.min_speck_pixels, "margin": opts.margin,
                               "min_ink_pixels": opts.min_ink_pixels, "min_contrast": opts.min_contrast},

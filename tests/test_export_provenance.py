@@ -122,3 +122,29 @@ def test_a_detector_run_older_than_an_option_is_given_what_it_trained_with():
     assert "--page-style 1" in cmd and "--ema 0.0" in cmd  # style 1 and no moving average, as it ran
     v2 = recorded(v1.parent / "detector-v2")
     assert v2["ema"] == "0.998" and "--ema" not in training_command(DETECTOR, "runs/v2", v2)  # today's default
+
+
+def test_the_manifest_objective_names_every_option_that_changes_what_was_learned():
+    from pathlib import Path
+
+    from export.export_embedder import objective_description
+    from training.common import recorded_options
+    from training.train_embedder import parse_args
+
+    root = Path(__file__).resolve().parent.parent
+    shipped = json.loads((root / "sigedge" / "models" / "default" / "manifest.json").read_text())
+    run = json.loads((root / "training" / "checkpoints" / "embedder-v2" / "state.json").read_text())
+    assert objective_description(run["config"]) == shipped["training"]["objective"]
+
+    plain = objective_description(recorded_options(parse_args(["--out", "runs/x"])))
+    assert plain == "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"
+    for flags, words in [(["--mirror-writers"], "mirror images"), (["--name-pair-writers", "2"], "2 same-name blocks"),
+                         (["--synthetic-mix", "50", "--synthetic-pair-writers", "1"], "50 procedural signers"),
+                         (["--synthetic", "30"], "over 30 procedural signers"),
+                         (["--teacher", "runs/signet-fold2"], "teacher runs/signet-fold2"),
+                         (["--pair-writers", "4"], "inside 4 writer blocks")]:
+        described = objective_description(recorded_options(parse_args(["--out", "runs/x", *flags])))
+        assert words in described, flags
+    both = objective_description(recorded_options(parse_args(["--out", "runs/x", "--synthetic-mix", "50",
+                                                              "--synthetic-pair-writers", "1"])))
+    assert "1 blocks of procedural genuines" in both
