@@ -88,7 +88,8 @@ def objective_description(cfg: dict) -> str:
         return int(cfg.get(key, 0) or 0)
 
     if number("synthetic"):
-        head = f"CosFace (s=30, m=0.35) over {cfg['synthetic']} procedural signers (training/synthsig.py) only"
+        head = (f"CosFace (s=30, m=0.35) over {cfg['synthetic']} procedural signers (training/synthsig.py) only; "
+                "forgeries of a signer as their own class")
     else:
         head = "CosFace (s=30, m=0.35) over identities; forgeries of a writer as their own class"
     parts = [head]
