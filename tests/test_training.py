@@ -197,6 +197,27 @@ def test_mirrored_writers_are_classes_of_their_own_with_their_forgeries_mirrored
         train_main(["--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out), *TINY, "--resume"])
 
 
+def test_partial_view_reaches_every_batch_sample_and_is_checked(tmp_path, monkeypatch):
+    """--partial-view: the batch maker hands its chance to each sample's augmentation, and a
+    chance outside [0, 1] is refused before any data is read."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from training.train_embedder import BatchMaker
+    from training.train_embedder import main as train_main
+
+    seen = []
+    monkeypatch.setattr("training.train_embedder.augment",
+                        lambda img, rng, hw, **kw: seen.append(kw["partial_view"]) or img)
+    canv = np.zeros((3, 8, 16), np.uint8)
+    maker = BatchMaker(canv, np.array([0, 1, 2]), np.ones(3), 6, (8, 16), seed=0, partial_view=0.5)
+    try:
+        maker._batch()
+    finally:
+        maker.close()
+    assert seen[-6:] == [0.5] * 6
+    with pytest.raises(SystemExit, match="--partial-view"):
+        train_main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "x"), "--partial-view", "1.5"])
+
+
 def test_signet_baseline_trains_float_and_exports_without_int8(trained_run, tmp_path, monkeypatch, caplog):
     from export.export_embedder import export
     from sigedge import Pipeline

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from training.augment import DEFAULT_MAX_ROTATION, augment, random_affine
+from training.augment import DEFAULT_MAX_ROTATION, PARTIAL_VIEW_BAND, augment, leave_out_band, random_affine
 
 
 def _line_angle(img: np.ndarray) -> float:
@@ -46,3 +46,36 @@ def test_rotation_range_follows_max_rotation():
 def test_augment_returns_a_model_canvas():
     out = augment(_horizontal_line(), np.random.default_rng(2), (64, 128), max_rotation=15.0)
     assert out.shape == (64, 128) and out.dtype == np.uint8 and out.max() > 0
+
+
+def _ink_columns(img: np.ndarray) -> np.ndarray:
+    return (img > 20).any(axis=0)
+
+
+def test_leave_out_band_blanks_one_band_inside_the_ink():
+    img = _horizontal_line()  # ink from x=100 to x=300 (plus the pen's round caps)
+    for seed in range(20):
+        out = leave_out_band(img, np.random.default_rng(seed))
+        blank = np.flatnonzero(_ink_columns(img) & ~_ink_columns(out))
+        assert blank.size, "the band must remove writing"
+        assert np.all(np.diff(blank) == 1), "one contiguous band"
+        width = _ink_columns(img).sum()
+        lo, hi = PARTIAL_VIEW_BAND
+        assert lo * width - 2 <= blank.size <= hi * width + 2
+        kept = np.ones(img.shape[1], bool)
+        kept[blank] = False
+        assert np.array_equal(out[:, kept], img[:, kept]), "nothing outside the band changes"
+
+
+def test_partial_view_leaves_a_gap_in_the_fitted_canvas_only_when_asked():
+    def gaps(partial_view: float) -> int:
+        n = 0
+        for seed in range(10):
+            out = augment(_horizontal_line(), np.random.default_rng(seed), (64, 128), max_rotation=0.0,
+                          partial_view=partial_view)
+            cols = np.flatnonzero(_ink_columns(out))
+            n += int(np.any(np.diff(cols) > 1))  # a column without ink between the ends of the line
+        return n
+
+    assert gaps(0.0) == 0
+    assert gaps(1.0) >= 8  # a band at the very end of the line is cropped away instead of leaving a gap

@@ -3,7 +3,8 @@
 Works on the cached high-resolution canvases and ends with the runtime's own crop and
 fit, so the network always sees canvases laid out exactly as at inference time.
 Variation modelled: pose (rotation, anisotropic scale, shear), handwriting wobble
-(elastic), pen (stroke width, pressure, binary tablet ink), scan (blur, noise).
+(elastic), pen (stroke width, pressure, binary tablet ink), scan (blur, noise), and on
+request partial views (a vertical band of the signature left out).
 """
 
 from __future__ import annotations
@@ -69,14 +70,42 @@ def scan(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+#: Width of the band a partial view leaves out, as a share of the ink's width.
+PARTIAL_VIEW_BAND = (0.1, 0.3)
+
+
+def leave_out_band(img: np.ndarray, rng: np.random.Generator, band: tuple[float, float] = PARTIAL_VIEW_BAND) -> np.ndarray:
+    """The signature with one full-height band of its ink's width blanked (a partial view).
+
+    The band is placed inside the ink's horizontal extent, so it always removes writing, and
+    at most ``band[1]`` of it, so most of the signature stays; the caller re-crops to the ink
+    as the runtime would for a crop that cut a signature short.
+    """
+    box = crop_to_ink(img > 20)
+    if box is None:
+        return img
+    x0, _, x1, _ = box
+    width = max(1, int(round((x1 - x0) * rng.uniform(*band))))
+    start = x0 + int(rng.integers(0, max(1, x1 - x0 - width + 1)))
+    out = img.copy()
+    out[:, start:start + width] = 0
+    return out
+
+
 def augment(img: np.ndarray, rng: np.random.Generator, out_hw: tuple[int, int], margin: float = 0.04,
-            max_rotation: float = DEFAULT_MAX_ROTATION) -> np.ndarray:
-    """One augmented model canvas (uint8, out_hw) from a cached high-res canvas."""
+            max_rotation: float = DEFAULT_MAX_ROTATION, partial_view: float = 0.0) -> np.ndarray:
+    """One augmented model canvas (uint8, out_hw) from a cached high-res canvas.
+
+    ``partial_view`` is the chance of leaving out a band of the signature (`leave_out_band`);
+    at 0 no random number is drawn for it, so the shipped recipe's stream is unchanged.
+    """
     x = random_affine(img, rng, max_rotation=max_rotation)
     if rng.random() < 0.4:
         x = elastic(x, rng, alpha=rng.uniform(1.0, 3.0))
     x = pen(x, rng)
     x = scan(x, rng)
+    if partial_view and rng.random() < partial_view:
+        x = leave_out_band(x, rng)
     return refit(x, out_hw, margin)
 
 

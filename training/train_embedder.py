@@ -96,6 +96,10 @@ def parse_args(argv=None):
                         "left-right, upside down, and both), each a class of its own, and so do its ranking "
                         "blocks: four times the writers with skilled forgeries (42-44 a fold), each with its "
                         "real forgeries mirrored alike; validation writers stay as scanned")
+    p.add_argument("--partial-view", type=float, default=0.0,
+                   help="chance that a training sample leaves out a vertical band of 10-30%% of its "
+                        "signature's width before the crop and fit (partial views, so the model cannot "
+                        "lean on a few local cues of the writers it trains on; 0: off)")
     p.add_argument("--writer-fraction", type=float, default=1.0,
                    help="train on this share of each collection's training writers (a fixed, nested "
                         "subset; for learning curves); validation writers are unchanged")
@@ -145,9 +149,9 @@ class BatchMaker(BackgroundBatches):
     """
 
     def __init__(self, canvases, labels, weights, batch, hw, seed, prefetch=6, pair_pools=(),
-                 max_rotation=DEFAULT_MAX_ROTATION):
+                 max_rotation=DEFAULT_MAX_ROTATION, partial_view=0.0):
         self.canvases, self.labels, self.batch, self.hw = canvases, labels, batch, hw
-        self.max_rotation = max_rotation
+        self.max_rotation, self.partial_view = max_rotation, partial_view
         self.p = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
         self.pools = [(list(g.values()), n) for g, n in pair_pools if g and n]
@@ -174,7 +178,8 @@ class BatchMaker(BackgroundBatches):
     def _batch(self):
         idx, group, forged = self._indices()
         n = len(self.canvases)  # an index past the canvases is a mirror image (mirror_identities)
-        x = np.stack([augment(mirrored(self.canvases[i % n], i // n), self.rng, self.hw, max_rotation=self.max_rotation)
+        x = np.stack([augment(mirrored(self.canvases[i % n], i // n), self.rng, self.hw,
+                              max_rotation=self.max_rotation, partial_view=self.partial_view)
                       for i in idx]).astype(np.float32) / 255.0
         return x[..., None], self.labels[idx].astype(np.int32), group, forged, idx.astype(np.int32)
 
@@ -212,6 +217,8 @@ def main(argv=None):
     if args.mirror_writers and (args.synthetic or args.synthetic_mix or args.teacher):
         raise SystemExit("--mirror-writers mirrors the real training writers: not with --synthetic, "
                          "--synthetic-mix or --teacher")
+    if not 0.0 <= args.partial_view <= 1.0:
+        raise SystemExit(f"--partial-view must be in [0, 1], got {args.partial_view}")
     if not 0.0 < args.writer_fraction <= 1.0:
         raise SystemExit(f"--writer-fraction must be in (0, 1], got {args.writer_fraction}")
     if args.arch == "signet" and args.qat_epochs:
@@ -327,7 +334,7 @@ def main(argv=None):
     maker = BatchMaker(train_canv, labels, weights, args.batch, hw, args.seed + state["epoch"],
                        pair_pools=[(pair_groups, args.pair_writers), (name_groups, args.name_pair_writers),
                                    (synth_pair_groups, args.synthetic_pair_writers)],
-                       max_rotation=args.max_rotation)
+                       max_rotation=args.max_rotation, partial_view=args.partial_view)
     try:
         if state["phase"] == "float":
             if state["epoch"] > 0:
