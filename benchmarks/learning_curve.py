@@ -17,7 +17,10 @@ by ``sigedge export --int8 --run RUN``). For each run this reports, on sigcomp20
   skilled forgeries were training classes), which says how far the model memorises;
 - the run's per-epoch validation history (float, one draw, every collection: SSBI's and the
   cross-media set's validation writers too) averaged over its last ``--last`` float epochs,
-  which smooths one epoch's swing.
+  which smooths one epoch's swing;
+- what the run changed in the shipped recipe (``training/checkpoints/embedder-v2``'s recorded
+  options) besides its fold and writer fraction, so that an experiment (``--mirror-writers``,
+  ``--partial-view 0.5``...) is not read as a point of the curve.
 
 One training run varies by several points (model card), so a fraction's effect is only
 readable where it is larger than that, or the same on every fold.
@@ -44,6 +47,10 @@ from training import data as D  # noqa: E402
 
 log = logging.getLogger("learning_curve")
 COLLECTION = "sigcomp2011_dutch"
+SHIPPED_RUN = ROOT / "training" / "checkpoints" / "embedder-v2"
+#: Options that say where a run lives, what it resumed from or which writers it trained on (the
+#: curve's own axes), not how it learned.
+NOT_RECIPE = frozenset({"data", "out", "cache", "resume", "limit", "fold", "writer_fraction"})
 
 
 def parse_run(text: str) -> tuple[int, float, Path, Path]:
@@ -69,6 +76,22 @@ def run_state(run: Path, fold: int, fraction: float) -> dict:
         raise SystemExit(f"{run}: trained with --fold {cfg.get('fold', '0')} --writer-fraction "
                          f"{cfg.get('writer_fraction', '1.0')}, not {fold} and {fraction}")
     return state
+
+
+def recipe_changes(cfg: dict, shipped: dict, defaults: dict) -> dict[str, str]:
+    """The options (recorded as ``str(value)``) on which a run's ``cfg`` differs from the shipped
+    recipe's; an option either run did not record (older than the option) takes its default."""
+    def value(c: dict, key: str) -> str:
+        return str(c.get(key, defaults[key]))
+
+    return {k: value(cfg, k) for k in defaults if k not in NOT_RECIPE and value(cfg, k) != value(shipped, k)}
+
+
+def training_defaults() -> dict:
+    """Today's defaults of ``training.train_embedder`` (imports TensorFlow)."""
+    from training.train_embedder import parse_args
+
+    return vars(parse_args(["--out", "unused"]))
 
 
 def history_summary(state: dict, last: int) -> dict:
@@ -101,7 +124,8 @@ def mean_cosine_eers(pipe: Pipeline, rows: tuple[list, list[str], list[str]], dr
             "eer_random": float(np.mean([r["eer_random"] for r in reps]))}
 
 
-def evaluate_run(samples, fold: int, fraction: float, run: Path, bundle: Path, args) -> dict:
+def evaluate_run(samples, fold: int, fraction: float, run: Path, bundle: Path, args, shipped: dict,
+                 defaults: dict) -> dict:
     state = run_state(run, fold, fraction)
     writers, _ = D.split_writers(samples, fold=fold, train_fraction=fraction)
     counts = {ds: sum(w.startswith(ds + ":") for w in writers) for ds in D.VAL_FRACTION}
@@ -110,7 +134,8 @@ def evaluate_run(samples, fold: int, fraction: float, run: Path, bundle: Path, a
            "model_sha256": pipe.model_sha256, "training_writers": counts,
            "unseen": mean_cosine_eers(pipe, collection_rows(fold, "val"), args.draws, args.refs),
            "seen": mean_cosine_eers(pipe, collection_rows(fold, "train", writers), args.seen_draws, args.refs),
-           "history_last_float_epochs": history_summary(state, args.last)}
+           "history_last_float_epochs": history_summary(state, args.last),
+           "recipe_changes": recipe_changes(state.get("config") or {}, shipped, defaults)}
     log.info("fold %d fraction %.2f: unseen %.2f / %.2f %%, seen %.2f / %.2f %%", fold, fraction,
              100 * out["unseen"]["eer_skilled"], 100 * out["unseen"]["eer_random"],
              100 * out["seen"]["eer_skilled"], 100 * out["seen"]["eer_random"])
@@ -120,7 +145,7 @@ def evaluate_run(samples, fold: int, fraction: float, run: Path, bundle: Path, a
 def print_table(rows: list[dict]) -> None:
     print(f"{'fold':>4} {'fraction':>8} {'SigComp writers':>15} {'unseen skilled':>14} {'random':>7} "
           f"{'seen skilled':>12} {'random':>7} {'history skilled':>15} {'random':>7} {'SSBI skilled':>12} "
-          f"{'CM random':>9}")
+          f"{'CM random':>9}  recipe")
     for r in rows:
         h = r["history_last_float_epochs"]
         print(f"{r['fold']:>4} {r['writer_fraction']:>8.2f} {r['training_writers'][COLLECTION]:>15} "
@@ -128,7 +153,8 @@ def print_table(rows: list[dict]) -> None:
               f"{100 * r['seen']['eer_skilled']:>11.2f}% {100 * r['seen']['eer_random']:>6.2f}% "
               f"{100 * h[f'{COLLECTION}_eer_skilled']['mean']:>14.2f}% "
               f"{100 * h[f'{COLLECTION}_eer_random']['mean']:>6.2f}% "
-              f"{100 * h['ssbi_eer_skilled']['mean']:>11.2f}% {100 * h['cross_media_chinese_eer_random']['mean']:>8.2f}%")
+              f"{100 * h['ssbi_eer_skilled']['mean']:>11.2f}% {100 * h['cross_media_chinese_eer_random']['mean']:>8.2f}%  "
+              + (" ".join(f"{k}={v}" for k, v in r["recipe_changes"].items()) or "shipped"))
 
 
 def main(argv=None) -> int:
@@ -142,7 +168,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     samples = D.load_all()
-    rows = [evaluate_run(samples, *r, args) for r in args.run]
+    shipped = json.loads((SHIPPED_RUN / "state.json").read_text())["config"]
+    defaults = training_defaults()
+    rows = [evaluate_run(samples, *r, args, shipped, defaults) for r in args.run]
     result = {"command": "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "refs": args.refs, "draws": args.draws, "seen_draws": args.seen_draws, "runs": rows}
     text = json.dumps(result, indent=2)

@@ -149,3 +149,17 @@ def test_learning_curve_reads_runs_and_refuses_one_of_another_fraction(tmp_path)
     assert "cross_media_chinese_eer_skilled" not in summary  # no values, no entry
     with pytest.raises(SystemExit):
         lc.run_state(tmp_path, 2, 1.0)
+
+
+def test_learning_curve_names_what_a_run_changed_in_the_shipped_recipe():
+    import learning_curve as lc
+
+    defaults = {"out": None, "fold": 0, "writer_fraction": 1.0, "epochs": 35, "mirror_writers": False,
+                "partial_view": 0.0}
+    shipped = {"out": "runs/embedder-v2", "fold": "0", "epochs": "35"}  # older than two options
+    curve_point = {"out": "runs/half-fold2", "fold": "2", "writer_fraction": "0.5", "epochs": "35",
+                   "mirror_writers": "False", "partial_view": "0.0"}
+    assert lc.recipe_changes(curve_point, shipped, defaults) == {}
+    assert lc.recipe_changes({**curve_point, "mirror_writers": "True", "partial_view": "0.5"}, shipped, defaults) == {
+        "mirror_writers": "True", "partial_view": "0.5"}
+    assert lc.recipe_changes({"epochs": "20"}, shipped, defaults) == {"epochs": "20"}
