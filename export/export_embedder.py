@@ -87,6 +87,9 @@ def objective_description(cfg: dict) -> str:
     def number(key: str) -> int:
         return int(cfg.get(key, 0) or 0)
 
+    def blocks(key: str, kind: str) -> str:
+        return f"{cfg[key]} {kind}block{'' if number(key) == 1 else 's'}"
+
     if number("synthetic"):
         head = (f"CosFace (s=30, m=0.35) over {cfg['synthetic']} procedural signers (training/synthsig.py) only; "
                 "forgeries of a signer as their own class")
@@ -101,12 +104,12 @@ def objective_description(cfg: dict) -> str:
                      "each a class of its own, ranking blocks mirrored alike")
     if number("pair_writers"):
         parts.append("plus a soft triplet ranking loss (genuine anchor, genuine positive, skilled forgery negative, "
-                     f"margin {cfg.get('pair_margin', '0.3')}) inside {cfg['pair_writers']} writer blocks per batch")
+                     f"margin {cfg.get('pair_margin', '0.3')}) inside {blocks('pair_writers', 'writer ')} per batch")
     if number("name_pair_writers"):
-        parts.append(f"plus {cfg['name_pair_writers']} same-name blocks per batch in the ranking loss (a cross-media "
+        parts.append(f"plus {blocks('name_pair_writers', 'same-name ')} per batch in the ranking loss (a cross-media "
                      "identity's signatures against the same name written by other training writers)")
     if number("synthetic_mix") and number("synthetic_pair_writers"):
-        parts.append(f"plus {cfg['synthetic_pair_writers']} blocks of procedural genuines and forgeries per batch "
+        parts.append(f"plus {blocks('synthetic_pair_writers', '')} of procedural genuines and forgeries per batch "
                      "in the ranking loss")
     if cfg.get("teacher") not in (None, "None"):
         parts.append(f"plus a relational distillation loss (weight {cfg.get('distill_weight', '1.0')}) "

@@ -147,4 +147,7 @@ def test_the_manifest_objective_names_every_option_that_changes_what_was_learned
         assert words in described, flags
     both = objective_description(recorded_options(parse_args(["--out", "runs/x", "--synthetic-mix", "50",
                                                               "--synthetic-pair-writers", "1"])))
-    assert "1 blocks of procedural genuines" in both
+    assert "plus 1 block of procedural genuines" in both
+    one = objective_description(recorded_options(parse_args(["--out", "runs/x", "--pair-writers", "1",
+                                                             "--name-pair-writers", "1"])))
+    assert "inside 1 writer block per batch" in one and "plus 1 same-name block per batch" in one
