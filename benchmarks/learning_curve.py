@@ -20,7 +20,8 @@ by ``sigedge export --int8 --run RUN``). For each run this reports, on sigcomp20
   which smooths one epoch's swing;
 - what the run changed in the shipped recipe (``training/checkpoints/embedder-v2``'s recorded
   options) besides its fold and writer fraction, so that an experiment (``--mirror-writers``,
-  ``--partial-view 0.5``...) is not read as a point of the curve.
+  ``--partial-view 0.5``...) is not read as a point of the curve. A different ``--seed`` is
+  a change too: the same recipe with another seed measures one run's noise, not a fraction.
 
 One training run varies by several points (model card), so a fraction's effect is only
 readable where it is larger than that, or the same on every fold.
@@ -48,9 +49,9 @@ from training import data as D  # noqa: E402
 log = logging.getLogger("learning_curve")
 COLLECTION = "sigcomp2011_dutch"
 SHIPPED_RUN = ROOT / "training" / "checkpoints" / "embedder-v2"
-#: Options that say where a run lives, what it resumed from or which writers it trained on (the
+#: Options that say where a run lives, whether it resumed, or which writers it trained on (the
 #: curve's own axes), not how it learned.
-NOT_RECIPE = frozenset({"data", "out", "cache", "resume", "limit", "fold", "writer_fraction"})
+NOT_RECIPE = frozenset({"data", "out", "cache", "resume", "fold", "writer_fraction"})
 
 
 def parse_run(text: str) -> tuple[int, float, Path, Path]:
@@ -78,9 +79,13 @@ def run_state(run: Path, fold: int, fraction: float) -> dict:
     return state
 
 
-def recipe_changes(cfg: dict, shipped: dict, defaults: dict) -> dict[str, str]:
+def recipe_changes(cfg: dict, shipped: dict, defaults: dict) -> dict[str, str] | None:
     """The options (recorded as ``str(value)``) on which a run's ``cfg`` differs from the shipped
-    recipe's; an option either run did not record (older than the option) takes its default."""
+    recipe's; an option either run did not record (older than the option) takes its default.
+    None when the run recorded no options at all (nothing to compare)."""
+    if not cfg:
+        return None
+
     def value(c: dict, key: str) -> str:
         return str(c.get(key, defaults[key]))
 
@@ -88,10 +93,13 @@ def recipe_changes(cfg: dict, shipped: dict, defaults: dict) -> dict[str, str]:
 
 
 def training_defaults() -> dict:
-    """Today's defaults of ``training.train_embedder`` (imports TensorFlow)."""
-    from training.train_embedder import parse_args
+    """What ``training.train_embedder`` does for an option a run did not record: what it did
+    before the option existed where the script says so (``BEFORE_THE_OPTION``, as
+    ``export.provenance.training_command`` reads it), else today's default. Imports TensorFlow."""
+    from training import train_embedder
 
-    return vars(parse_args(["--out", "unused"]))
+    defaults = vars(train_embedder.parse_args(["--out", "unused"]))
+    return {**defaults, **getattr(train_embedder, "BEFORE_THE_OPTION", {})}
 
 
 def history_summary(state: dict, last: int) -> dict:
@@ -135,11 +143,17 @@ def evaluate_run(samples, fold: int, fraction: float, run: Path, bundle: Path, a
            "unseen": mean_cosine_eers(pipe, collection_rows(fold, "val"), args.draws, args.refs),
            "seen": mean_cosine_eers(pipe, collection_rows(fold, "train", writers), args.seen_draws, args.refs),
            "history_last_float_epochs": history_summary(state, args.last),
-           "recipe_changes": recipe_changes(state.get("config") or {}, shipped, defaults)}
+           "recipe_changes": recipe_changes(state.get("config"), shipped, defaults)}
     log.info("fold %d fraction %.2f: unseen %.2f / %.2f %%, seen %.2f / %.2f %%", fold, fraction,
              100 * out["unseen"]["eer_skilled"], 100 * out["unseen"]["eer_random"],
              100 * out["seen"]["eer_skilled"], 100 * out["seen"]["eer_random"])
     return out
+
+
+def recipe_label(changes: dict[str, str] | None) -> str:
+    if changes is None:
+        return "options not recorded"
+    return " ".join(f"{k}={v}" for k, v in changes.items()) or "shipped"
 
 
 def print_table(rows: list[dict]) -> None:
@@ -154,7 +168,7 @@ def print_table(rows: list[dict]) -> None:
               f"{100 * h[f'{COLLECTION}_eer_skilled']['mean']:>14.2f}% "
               f"{100 * h[f'{COLLECTION}_eer_random']['mean']:>6.2f}% "
               f"{100 * h['ssbi_eer_skilled']['mean']:>11.2f}% {100 * h['cross_media_chinese_eer_random']['mean']:>8.2f}%  "
-              + (" ".join(f"{k}={v}" for k, v in r["recipe_changes"].items()) or "shipped"))
+              + recipe_label(r["recipe_changes"]))
 
 
 def main(argv=None) -> int:

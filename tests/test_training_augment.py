@@ -79,3 +79,20 @@ def test_partial_view_leaves_a_gap_in_the_fitted_canvas_only_when_asked():
 
     assert gaps(0.0) == 0
     assert gaps(1.0) >= 8  # a band at the very end of the line is cropped away instead of leaving a gap
+
+
+def test_leave_out_band_keeps_ink_too_narrow_to_split():
+    img = np.zeros((20, 40), np.uint8)
+    img[5:15, 17] = 255  # one column of ink
+    assert np.array_equal(leave_out_band(img, np.random.default_rng(0)), img)
+
+
+def test_partial_view_off_draws_no_random_number():
+    # the shipped recipe's augmentation stream must not change because the option exists
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    out_a = augment(_horizontal_line(), a, (64, 128))
+    out_b = augment(_horizontal_line(), b, (64, 128), partial_view=0.0)
+    assert np.array_equal(out_a, out_b) and a.bit_generator.state == b.bit_generator.state
+    c = np.random.default_rng(5)
+    augment(_horizontal_line(), c, (64, 128), partial_view=0.5)
+    assert c.bit_generator.state != a.bit_generator.state

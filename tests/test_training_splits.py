@@ -163,3 +163,22 @@ def test_learning_curve_names_what_a_run_changed_in_the_shipped_recipe():
     assert lc.recipe_changes({**curve_point, "mirror_writers": "True", "partial_view": "0.5"}, shipped, defaults) == {
         "mirror_writers": "True", "partial_view": "0.5"}
     assert lc.recipe_changes({"epochs": "20"}, shipped, defaults) == {"epochs": "20"}
+    assert lc.recipe_changes({}, shipped, defaults) is None and lc.recipe_label(None) == "options not recorded"
+    assert lc.recipe_label({}) == "shipped" and lc.recipe_label({"seed": "3"}) == "seed=3"
+
+
+@pytest.mark.train  # reads training.train_embedder's options, which imports TensorFlow
+def test_learning_curve_reads_the_committed_curve_points_as_the_shipped_recipe():
+    # against the training script's real options, so a default drifting from the code shows
+    import json
+
+    import learning_curve as lc
+
+    defaults = lc.training_defaults()
+    shipped = json.loads((lc.SHIPPED_RUN / "state.json").read_text())["config"]
+    checkpoints = lc.SHIPPED_RUN.parent
+    for name in ("embedder-v2-fold0-half", "embedder-v2-fold1", "embedder-v2-fold3-half"):
+        cfg = json.loads((checkpoints / name / "state.json").read_text())["config"]
+        assert lc.recipe_changes(cfg, shipped, defaults) == {}, name
+    mirror = json.loads((checkpoints / "embedder-mirror-fold1" / "state.json").read_text())["config"]
+    assert lc.recipe_changes(mirror, shipped, defaults) == {"mirror_writers": "True"}

@@ -15,6 +15,9 @@ import numpy as np
 from sigedge.normalize import crop_to_ink, fit_to_canvas
 
 
+#: Canvas level above which a pixel counts as ink when cropping (below it: paper and faint noise).
+INK_LEVEL = 20
+
 #: Rotation range (degrees, either way) of the shipped recipe's pose augmentation.
 DEFAULT_MAX_ROTATION = 8.0
 
@@ -81,8 +84,8 @@ def leave_out_band(img: np.ndarray, rng: np.random.Generator, band: tuple[float,
     at most ``band[1]`` of it, so most of the signature stays; the caller re-crops to the ink
     as the runtime would for a crop that cut a signature short.
     """
-    box = crop_to_ink(img > 20)
-    if box is None:
+    box = crop_to_ink(img > INK_LEVEL)
+    if box is None or box[2] - box[0] < 2:  # no ink, or too little to leave part of it out
         return img
     x0, _, x1, _ = box
     width = max(1, int(round((x1 - x0) * rng.uniform(*band))))
@@ -111,7 +114,7 @@ def augment(img: np.ndarray, rng: np.random.Generator, out_hw: tuple[int, int], 
 
 def refit(img: np.ndarray, out_hw: tuple[int, int], margin: float = 0.04) -> np.ndarray:
     """Crop to the ink and fit on the model canvas, as the runtime does."""
-    box = crop_to_ink(img > 20)
+    box = crop_to_ink(img > INK_LEVEL)
     if box is None:
         return np.zeros(out_hw, np.uint8)
     x0, y0, x1, y1 = box

@@ -33,7 +33,7 @@ from sigedge.normalize import NormalizeOptions  # noqa: E402
 from sigedge.scoring import l2_normalize  # noqa: E402
 from training import data as D  # noqa: E402
 from training.common import BackgroundBatches, base_parser, recorded_options, warmup_cosine  # noqa: E402
-from training.augment import DEFAULT_MAX_ROTATION, augment  # noqa: E402
+from training.augment import DEFAULT_MAX_ROTATION, PARTIAL_VIEW_BAND, augment  # noqa: E402
 from training.model import CosFaceHead, build_model, quantize_aware  # noqa: E402
 from training.synthsig import make_synthetic_set  # noqa: E402
 
@@ -97,9 +97,10 @@ def parse_args(argv=None):
                         "blocks: four times the writers with skilled forgeries (42-44 a fold), each with its "
                         "real forgeries mirrored alike; validation writers stay as scanned")
     p.add_argument("--partial-view", type=float, default=0.0,
-                   help="chance that a training sample leaves out a vertical band of 10-30%% of its "
-                        "signature's width before the crop and fit (partial views, so the model cannot "
-                        "lean on a few local cues of the writers it trains on; 0: off)")
+                   help="each training sample, with this chance, leaves out a vertical band of "
+                        f"{100 * PARTIAL_VIEW_BAND[0]:.0f}-{100 * PARTIAL_VIEW_BAND[1]:.0f}%% of its signature's width before the "
+                        "crop and fit (partial views, so the model cannot lean on a few local cues of the "
+                        "writers it trains on; 0: off)")
     p.add_argument("--writer-fraction", type=float, default=1.0,
                    help="train on this share of each collection's training writers (a fixed, nested "
                         "subset; for learning curves); validation writers are unchanged")
