@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from training.augment import DEFAULT_MAX_ROTATION, PARTIAL_VIEW_BAND, augment, leave_out_band, random_affine
+from training.augment import (DEFAULT_MAX_ROTATION, INK_LEVEL, PARTIAL_VIEW_BAND, augment, leave_out_band,
+                              random_affine)
 
 
 def _line_angle(img: np.ndarray) -> float:
@@ -49,7 +50,7 @@ def test_augment_returns_a_model_canvas():
 
 
 def _ink_columns(img: np.ndarray) -> np.ndarray:
-    return (img > 20).any(axis=0)
+    return (img > INK_LEVEL).any(axis=0)
 
 
 def test_leave_out_band_blanks_one_band_inside_the_ink():
