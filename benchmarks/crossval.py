@@ -63,6 +63,7 @@ from robustness import describe_all, describe_variants  # noqa: E402
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
 from sigedge.clean import clean_signature  # noqa: E402
 from sigedge.errors import SigedgeError  # noqa: E402
+from sigedge.hinge import contour_hinge  # noqa: E402
 from sigedge.evaluate import protocol_scores, report_from_scores  # noqa: E402
 from sigedge.imageio import load_image  # noqa: E402
 from sigedge.normalize import NormalizeOptions, normalize_signature  # noqa: E402
@@ -183,11 +184,14 @@ def evaluate_fold(fold: int, bundle: Path | None, refs: int, seed: int,
         out["query_rotations"] = list(pipe.query_rotations)
         if scorer is not None:
             variants, cm_variants = sig_variants, cm_sig_variants
-            # the model call and the ink statistics at each of the bundle's rotations (the turn
+            # the model call, the ink statistics and the contour hinge (where the scorer weighs
+            # it; traced on the uncleaned crop here) at each of the bundle's rotations (the turn
             # and normalisation are left out, as for every method; sigedge bench times a whole query)
-            cost["int8-learned"] = {"model_bytes": cost[name]["model_bytes"], "latency_ms_p50": len(
-                pipe.query_rotations) * (cost[name]["latency_ms_p50"] + time_stage(
-                    ink_statistics, canvases, LATENCY_REPEAT)["p50_ms"])}
+            per_angle = cost[name]["latency_ms_p50"] + time_stage(ink_statistics, canvases, LATENCY_REPEAT)["p50_ms"]
+            if pipe.hinge is not None:
+                per_angle += time_stage(lambda img: contour_hinge(img, pipe.hinge), images, LATENCY_REPEAT)["p50_ms"]
+            cost["int8-learned"] = {"model_bytes": cost[name]["model_bytes"],
+                                    "latency_ms_p50": len(pipe.query_rotations) * per_angle}
     cm_methods["hog"] = hog_embeddings(cm_images)
     if bundle is not None:
         for group in (methods, cm_methods):

@@ -5,6 +5,10 @@
     python -m export.fit_scorer --dry-run                          # fit and report, write nothing
     python -m export.fit_scorer --query-rotations 0                # calibrate a bundle that turns no query
     python -m export.fit_scorer --background                       # also weigh a background of other writers
+    python -m export.fit_scorer --background --hinge \
+        --cross-fit training/splits/fold1=runs/embedder-fold1/bundle \
+        --cross-fit training/splits/fold2=runs/embedder-fold2/bundle \
+        --cross-fit training/splits/fold3=runs/embedder-fold3/bundle    # the shipped scorer
 
 Each validation query is scored at its best of the query rotations (``QUERY_ROTATIONS``,
 -10, 0 and 10 degrees by default), as verification then scores it; the fit itself (step 2)
@@ -48,6 +52,20 @@ as ``verification.scorer.background``) and the scorer gains one feature and its 
 references" twin: the query's projection on its references' direction away from those
 writers (``benchmarks/writer_models.py`` measured the idea first).
 
+With ``--hinge`` the pipeline also measures each signature's contour hinge
+(:mod:`sigedge.hinge`, stated in the manifest as ``verification.scorer.hinge``) and the scorer
+gains its chi-square distances to the references' at each fragment length, and their twins.
+
+With ``--cross-fit SPLITS=BUNDLE`` (repeatable) step 1 changes: the regression is fitted on
+the *validation* writers of other folds (``SPLITS``), each described by that fold's own bundle
+(``BUNDLE``: its int8 embedder, which never saw them, and its scorer's background), instead
+of on this bundle's training writers. The embedder has learned its training writers (their
+skilled EER is near 0), so fitted on them the regression trusts the cosine far more than a
+new writer deserves; fitted on writers new to their embedder it learns the weights that hold
+for new writers (``benchmarks/crossfit_scorer.py`` measured it; model card, "Contour hinge
+and a cross-fitted scorer"). Those writers must not be among ``--splits``' validation
+writers, which steps 3 and 4 report and calibrate on.
+
 Writing refuses a scorer that does worse than the plain cosine on the validation writers
 (the mean change of every EER reported, each a mean over draws).
 """
@@ -69,6 +87,7 @@ from sigedge.cli_common import parse_rotations
 from sigedge.errors import SigedgeError, UsageError
 from sigedge.evaluate import protocol_scores, stack_variants
 from sigedge.evaluate_cli import over_draws
+from sigedge.hinge import HingeSpec
 from sigedge.scoring import INK_STATISTICS, LearnedScorer, ScorerBackground, scorer_features
 
 log = logging.getLogger("export.fit_scorer")
@@ -90,9 +109,10 @@ QUERY_ROTATIONS = (-10.0, 0.0, 10.0)
 BACKGROUND_SHRINK = 0.1
 
 
-def feature_names(statistics: tuple[str, ...], background: bool = False) -> list[str]:
+def feature_names(statistics: tuple[str, ...], background: bool = False, hinge: HingeSpec | None = None) -> list[str]:
     """Names of the scorer's features, in the order of its weights."""
-    own = ["cosine", *statistics] + (["direction"] if background else [])
+    own = (["cosine", *statistics] + (["direction"] if background else [])
+           + ([f"hinge{length}" for length in hinge.fragments] if hinge is not None else []))
     return own + [f"{n}-references" for n in own]
 
 
@@ -170,40 +190,59 @@ def describe_queries(pipe: Pipeline, rows: list[tuple[Path, str, str]]
 
 
 def scorer_trials(emb: np.ndarray, ink: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
-                  statistics: tuple[str, ...] = STATISTICS, background: ScorerBackground | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  statistics: tuple[str, ...] = STATISTICS, background: ScorerBackground | None = None,
+                  hinge: HingeSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Trial features (N, 2 * F; :func:`sigedge.scoring.scorer_features`) and kinds, with the
-    draws of :func:`export.scoring.trials`."""
-    ink = ink[:, [INK_STATISTICS.index(s) for s in statistics]]
-    x, kind, _ = trials(emb, writers, kinds, refs, seed,
-                        features=lambda chosen, rows: scorer_features(emb[rows], ink[rows], emb[chosen], ink[chosen],
-                                                                      background=background))
+    draws of :func:`export.scoring.trials` (``ink``: the pipeline's ink vectors, the contour
+    hinge after the ink statistics where ``hinge`` is given)."""
+    stats = ink[:, [INK_STATISTICS.index(s) for s in statistics]]
+    hist = ink[:, len(INK_STATISTICS):len(INK_STATISTICS) + hinge.size] if hinge is not None else None
+
+    def features(chosen: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return scorer_features(emb[rows], stats[rows], emb[chosen], stats[chosen], background=background,
+                               query_hinge=None if hist is None else hist[rows],
+                               ref_hinge=None if hist is None else hist[chosen], hinge=hinge)
+
+    x, kind, _ = trials(emb, writers, kinds, refs, seed, features=features)
     return x, kind
 
 
 def fit_scorer(sets: list[tuple[np.ndarray, np.ndarray, list[str], list[str]]], refs: list[int],
                draws: int = 3, statistics: tuple[str, ...] = STATISTICS,
-               background: ScorerBackground | None = None) -> tuple[LearnedScorer, dict]:
+               background: ScorerBackground | None = None, hinge: HingeSpec | None = None,
+               set_backgrounds: list[ScorerBackground | None] | None = None,
+               collections: list[str] | None = None) -> tuple[LearnedScorer, dict]:
     """The scorer fitted on the trials of the given described sets (pooled), with ``refs[i]``
-    references a writer in set ``i``."""
-    parts = [[scorer_trials(*s, r, 1000 + d, statistics, background) for d in range(draws)]
-             for s, r in zip(sets, refs)]
+    references a writer in set ``i``. ``background`` is the scorer's; set ``i``'s trials are
+    projected on ``set_backgrounds[i]`` where given (a set described by another fold's
+    embedder needs that fold's background), else on ``background``. ``collections`` names
+    each set's collection (default: each set its own): sets of one collection (the same
+    collection described in several folds) weigh together as one."""
+    backgrounds = set_backgrounds if set_backgrounds is not None else [background] * len(sets)
+    parts = [[scorer_trials(*s, r, 1000 + d, statistics, b, hinge) for d in range(draws)]
+             for s, r, b in zip(sets, refs, backgrounds)]
     x = np.vstack([p[0] for per_set in parts for p in per_set])
     kind = np.concatenate([p[1] for per_set in parts for p in per_set])
     if not (kind == "genuine").any() or (kind == "genuine").all():
         raise UsageError("the fit needs genuine and impostor trials")
     # each collection weighs the same, whatever its number of trials (the cross-media set has
-    # ten times more than the others, all of them random impostors)
-    weight = collection_weights([np.concatenate([p[1] for p in per_set]) for per_set in parts])
+    # ten times more than the others, all of them random impostors); a collection's sets of
+    # several folds count as one
+    weight = set_weights([np.concatenate([p[1] for p in per_set]) for per_set in parts],
+                         collections or [str(i) for i in range(len(sets))])
     coef, intercept = fit_logistic(x, (kind == "genuine").astype(float), weight, l2=RIDGE)
-    if coef[0] <= 0:
-        raise SigedgeError("the fitted weight of the cosine is not positive; refusing the scorer")
     n = x.shape[1] // 2
+    # the query's cosine enters twice, as itself and in its "minus the references" twin: its
+    # total weight is what must be positive (one of the two alone may go negative when the
+    # other carries it, as the twins are correlated)
+    log.info("fitted weights %s, intercept %.3f", [round(float(c), 3) for c in coef], intercept)
+    if coef[0] + coef[n] <= 0:
+        raise SigedgeError("the fitted weight of the query's cosine is not positive; refusing the scorer")
     own = x[:, :n] - x[:, n:]  # the references' own features, trial by trial (fit_bundle replaces
     # this default by the validation writers' own: training writers' references agree more)
     scorer = LearnedScorer(coef=tuple(float(c) for c in coef), intercept=float(intercept),
                            own_default=tuple(float(v) for v in own.mean(axis=0)), statistics=statistics,
-                           background=background)
+                           background=background, hinge=hinge)
     info = {"trials": int(len(kind)), "trials_by_kind": {k: int((kind == k).sum()) for k in ("genuine", "skilled", "random")}}
     return scorer, info
 
@@ -243,6 +282,21 @@ def rescale(scorer: LearnedScorer, val: dict[str, tuple[np.ndarray, np.ndarray, 
                    intercept=float(slope * scorer.intercept + offset)), (float(slope), float(offset))
 
 
+def set_weights(kinds: list[np.ndarray], collections: list[str]) -> np.ndarray:
+    """:func:`collection_weights` of sets of trials (their kinds, in order), the sets of one
+    collection pooled, returned in the order of the sets."""
+    groups = list(dict.fromkeys(collections))
+    members = [[i for i, c in enumerate(collections) if c == g] for g in groups]
+    pooled = collection_weights([np.concatenate([kinds[i] for i in m]) for m in members])
+    out: list[np.ndarray] = [np.empty(0)] * len(kinds)
+    start = 0
+    for m in members:
+        for i in m:
+            out[i] = pooled[start:start + len(kinds[i])]
+            start += len(kinds[i])
+    return np.concatenate(out)
+
+
 def collection_weights(kinds: list[np.ndarray]) -> np.ndarray:
     """Trial weights for several collections' trials, concatenated: within a collection,
     genuine trials weigh as much as the impostors, shared equally by the kinds of impostor it
@@ -269,7 +323,8 @@ def validation_own_features(scorer: LearnedScorer, val: dict) -> tuple[float, ..
     own = []
     for coll in FIT_COLLECTIONS:
         emb, ink, writers, kinds = val[coll]
-        x, _ = scorer_trials(emb, ink, writers, kinds, EVAL_REFERENCES[coll], 0, scorer.statistics, scorer.background)
+        x, _ = scorer_trials(emb, ink, writers, kinds, EVAL_REFERENCES[coll], 0, scorer.statistics, scorer.background,
+                             scorer.hinge)
         n = x.shape[1] // 2
         own.append(x[:, :n] - x[:, n:])
     return tuple(float(v) for v in np.vstack(own).mean(axis=0))
@@ -277,10 +332,13 @@ def validation_own_features(scorer: LearnedScorer, val: dict) -> tuple[float, ..
 
 def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, draws: int = 10,
                command: str = "python -m export.fit_scorer",
-               query_rotations: tuple[float, ...] = QUERY_ROTATIONS, background: bool = False) -> dict:
+               query_rotations: tuple[float, ...] = QUERY_ROTATIONS, background: bool = False,
+               hinge: bool = False, cross_fit: list[tuple[Path, Path]] | None = None) -> dict:
     """Fit, report and (with ``write``) rewrite the bundle's verification block (with
     ``background``, the scorer also weighs the query's projection on its references' direction
-    away from the training writers, :class:`sigedge.scoring.ScorerBackground`)."""
+    away from the training writers, :class:`sigedge.scoring.ScorerBackground`; with ``hinge``,
+    the contour-hinge distances; with ``cross_fit`` (split folder, bundle) pairs, it is fitted
+    on those folds' validation writers, each described by its own fold's bundle)."""
     from export.export_embedder import calibrate, decision_band
 
     pipe = Pipeline(bundle, PipelineOptions(precision="int8", scorer="cosine", query_rotations=query_rotations))
@@ -288,7 +346,15 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
         raise UsageError(f"the scorer averages over the references; this bundle fuses by {pipe.fusion!r}")
     if pipe.bundle.verification.get("writer_normalisation"):
         raise UsageError("the bundle states a writer normalisation; a bundle is calibrated for one scorer")
-    fit_sets = [describe_rows(pipe, read_split(splits / f"{c}_train.csv")) for c in FIT_COLLECTIONS]
+    spec = HingeSpec() if hinge else None
+    pipe.hinge = spec  # measured beside the ink statistics from here on
+    if cross_fit:
+        fit_sets, set_backgrounds, fit_collections, fitted_on = _cross_fit_sets(splits, cross_fit, spec, background)
+    else:
+        fit_sets = [describe_rows(pipe, read_split(splits / f"{c}_train.csv")) for c in FIT_COLLECTIONS]
+        set_backgrounds, fit_collections = None, None
+        fitted_on = (f"the training writers of {' and '.join(FIT_COLLECTIONS)} in {_shown(splits)}, embedded by "
+                     f"the int8 embedder {pipe.model_sha256[:12]}")
     population = None
     if background:
         vectors, writers, _ = embed_rows(pipe, background_rows(splits))
@@ -296,8 +362,12 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
         population.info["fitted_on"] = (f"the genuine signatures of the training writers of {', '.join(EVAL_REFERENCES)} "
                                         f"in {_shown(splits)}")
         log.info("background: %d signatures of %d writers", len(vectors), len(set(writers)))
-    scorer, info = fit_scorer(fit_sets, [EVAL_REFERENCES[c] for c in FIT_COLLECTIONS], background=population)
-    names = feature_names(scorer.statistics, population is not None)
+    if set_backgrounds is None:
+        set_backgrounds = [population] * len(fit_sets)
+    scorer, info = fit_scorer(fit_sets, [EVAL_REFERENCES[c] for c in fit_collections or FIT_COLLECTIONS],
+                              background=population, hinge=spec, set_backgrounds=set_backgrounds,
+                              collections=fit_collections)
+    names = feature_names(scorer.statistics, population is not None, spec)
     log.info("scorer fitted on %d trials: weights %s, intercept %.3f", info["trials"],
              {n: round(c, 3) for n, c in zip(names, scorer.coef)}, scorer.intercept)
     val, variants = {}, {}
@@ -354,8 +424,7 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
             "score": "probability that the query is genuine: 1 / (1 + exp(-(coef . features + intercept)))",
             "method": f"weighted logistic regression (ridge {RIDGE} on standardised features), genuine against "
                       "skilled and random impostors, 5 references, 3 draws",
-            "fitted_on": f"the training writers of {' and '.join(FIT_COLLECTIONS)} in {_shown(splits)}, embedded by "
-                         f"the int8 embedder {pipe.model_sha256[:12]}",
+            "fitted_on": fitted_on,
             "rescaled": {"slope": platt[0], "offset": platt[1],
                          "on": "genuine against skilled trials of reference draw 0 of the validation writers "
                                "(Platt scaling of the fitted log-odds; coef and intercept above include it)"},
@@ -363,6 +432,7 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
             "command": command, **info, "validation_eer": report, "validation_draws": draws,
             "one_reference_at_default_threshold": one_reference,
             **({"background": scorer.background.to_manifest()} if scorer.background is not None else {}),
+            **({"hinge": scorer.hinge.to_manifest()} if scorer.hinge is not None else {}),
         },
         "thresholds": thresholds,
         "band": decision_band(thresholds),
@@ -383,6 +453,39 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
     return ver
 
 
+def _cross_fit_sets(splits: Path, cross_fit: list[tuple[Path, Path]], hinge: HingeSpec | None, background: bool
+                    ) -> tuple[list, list, list[str], str]:
+    """The described validation writers of other folds (each by its own fold's bundle), their
+    backgrounds, collections, and a sentence saying so. Refuses a fold whose validation
+    writers are also ``splits``' (those report and calibrate the scorer)."""
+    reported = {path.resolve() for c in EVAL_REFERENCES if (splits / f"{c}_val.csv").exists()
+                for path, _, _ in read_split(splits / f"{c}_val.csv")}
+    sets, backgrounds, collections, shown = [], [], [], []
+    for fold_splits, fold_bundle in cross_fit:
+        fold_pipe = Pipeline(fold_bundle, PipelineOptions(precision="int8"))
+        if background and (fold_pipe.scorer is None or fold_pipe.scorer.background is None):
+            raise UsageError(f"{fold_bundle}: cross-fitting with a background needs each fold's bundle fitted with one "
+                             f"(python -m export.fit_scorer --bundle {fold_bundle} --splits {fold_splits} --background)")
+        fold_pipe.hinge = hinge
+        for c in FIT_COLLECTIONS:
+            if not (fold_splits / f"{c}_val.csv").exists():
+                raise UsageError(f"--cross-fit: no {c}_val.csv in {fold_splits}")
+            rows = read_split(fold_splits / f"{c}_val.csv")
+            overlap = reported & {path.resolve() for path, _, _ in rows}
+            if overlap:
+                raise UsageError(f"{fold_splits}: {len(overlap)} of its {c} validation images are validation images of "
+                                 f"{_shown(splits)}, which the scorer is reported and calibrated on; cross-fit on "
+                                 "other folds")
+            sets.append(describe_rows(fold_pipe, rows))
+            backgrounds.append(fold_pipe.scorer.background if background else None)
+            collections.append(c)
+        shown.append(f"{_shown(fold_splits)} (int8 embedder {fold_pipe.model_sha256[:12]})")
+    return sets, backgrounds, collections, (
+        f"the validation writers of {' and '.join(FIT_COLLECTIONS)} in " + ", ".join(shown) + ", each described "
+        "by its own fold's bundle, whose embedder never saw them (cross-fitted)"
+        + (", projected on that bundle's background" if background else ""))
+
+
 def rates_at(described: tuple, scorer: LearnedScorer | None, threshold: float, draws: int, refs: int = 1,
              variants: list | None = None) -> dict:
     """FRR and skilled / random FAR at ``threshold`` with ``refs`` references, mean of ``draws``
@@ -400,6 +503,11 @@ def main(argv=None) -> int:
     ap.add_argument("--query-rotations", default=",".join(f"{a:g}" for a in QUERY_ROTATIONS),
                     help="angles (degrees, comma-separated, with 0) a query is also scored at, its best counting; "
                          "the thresholds are calibrated so (default: %(default)s; 0 turns no query)")
+    ap.add_argument("--hinge", action="store_true",
+                    help="also weigh the contour hinge of the ink (sigedge.hinge; the manifest then states it)")
+    ap.add_argument("--cross-fit", action="append", default=[], metavar="SPLITS=BUNDLE",
+                    help="fit on the validation writers of another fold (its split folder) described by that fold's "
+                         "bundle, instead of on this bundle's training writers (repeatable)")
     ap.add_argument("--background", action="store_true",
                     help="also weigh the query's projection on its references' direction away from the training "
                          "writers (the bundle's manifest then carries their mean and whitening)")
@@ -408,13 +516,22 @@ def main(argv=None) -> int:
     command = " ".join(["python -m export.fit_scorer", *(sys.argv[1:] if argv is None else argv)])
     try:
         rotations = parse_rotations(args.query_rotations)  # as sigedge verify --query-rotations reads it
+        cross_fit = [_splits_and_bundle(text) for text in args.cross_fit]
         ver = fit_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws, command=command,
-                         query_rotations=rotations, background=args.background)
+                         query_rotations=rotations, background=args.background, hinge=args.hinge,
+                         cross_fit=cross_fit)
     except SigedgeError as exc:  # a refused fit or bad input: one line, no traceback
         log.error("%s", exc)
         return 2 if isinstance(exc, UsageError) else 1
     print(json.dumps(ver["scorer"]["validation_eer"], indent=1))
     return 0
+
+
+def _splits_and_bundle(text: str) -> tuple[Path, Path]:
+    splits, sep, bundle = text.partition("=")
+    if not sep or not splits or not bundle:
+        raise UsageError(f"--cross-fit SPLITS=BUNDLE, not {text!r}")
+    return Path(splits), Path(bundle)
 
 
 if __name__ == "__main__":

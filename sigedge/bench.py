@@ -22,6 +22,7 @@ from .cli_common import print_table
 from .imageio import load_image, read_image_bytes
 from .interpreter import TFLiteModel, interpreter_backend
 from .normalize import normalize_signature
+from .hinge import contour_hinge
 from .scoring import LearnedScorer, cosine_similarities, fuse_scores, ink_statistics, l2_normalize
 from .synth import synthetic_signature
 
@@ -29,12 +30,12 @@ __all__ = ["run_bench", "print_bench", "time_stage"]
 
 
 def _without_background(scorer: LearnedScorer) -> LearnedScorer:
-    """``scorer`` without its background and the two weights of its direction feature (the
-    last of each half): only for timing, its scores mean nothing."""
-    n = len(scorer.coef) // 2
-    keep = [i for i in range(2 * n) if i not in (n - 1, 2 * n - 1)]
+    """``scorer`` without its background and the two weights of its direction feature (after
+    the cosine and the ink statistics in each half): only for timing, its scores mean nothing."""
+    n, d = len(scorer.coef) // 2, 1 + len(scorer.statistics)
+    keep = [i for i in range(2 * n) if i not in (d, n + d)]
     return replace(scorer, background=None, coef=tuple(scorer.coef[i] for i in keep),
-                   own_default=scorer.own_default[:-1])
+                   own_default=tuple(v for i, v in enumerate(scorer.own_default) if i != d))
 
 
 def time_stage(fn: Callable[[object], object], inputs: Sequence[object], repeat: int) -> dict:
@@ -97,6 +98,10 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
     if scorer is not None:  # what the learned scorer adds: the ink statistics and its features
         inks = np.stack([ink_statistics(c) for c in canvases])
         stages["ink_statistics"] = time_stage(ink_statistics, canvases, repeat)
+        if scorer.hinge is not None:  # traced on the cleaned crop, as the pipeline does
+            cleaned = [clean_signature(img) for img in decoded]
+            inks = np.hstack([inks, np.stack([contour_hinge(img, scorer.hinge, opts) for img in cleaned])])
+            stages["contour_hinge"] = time_stage(lambda img: contour_hinge(img, scorer.hinge, opts), cleaned, repeat)
         stages["score_learned"] = time_stage(lambda i: scorer.score(embeddings["embedder"][i], inks[i], refs, inks[:5]),
                                              list(range(len(canvases))), repeat)
         if scorer.background is not None:  # the same scorer less its direction feature: what the background costs
@@ -122,13 +127,19 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         stages["describe_query"] = time_stage(pipe.describe_query, decoded, repeat)
         report["query_rotations_cost_vs_upright"] = (stages["describe_query"]["p50_ms"]
                                                      / stages["describe_upright"]["p50_ms"])
+        if pipe.hinge is not None:  # the same query without the contour hinge: what the hinge costs
+            pipe.hinge = None
+            stages["describe_query_without_hinge"] = time_stage(pipe.describe_query, decoded, repeat)
+            report["contour_hinge_cost_vs_without"] = (stages["describe_query"]["p50_ms"]
+                                                       / stages["describe_query_without_hinge"]["p50_ms"])
     _bench_detector(bundle, report, repeat, pages)
     score = ("score_learned",) if "score_learned" in stages else ("score",)
     if len(rotations) > 1:  # decode, clean once, then normalise + embed + measure + score an angle
         total = stages["decode"]["p50_ms"] + stages["describe_query"]["p50_ms"] + len(rotations) * sum(
             stages[s]["p50_ms"] for s in score)
     else:
-        scoring = ("ink_statistics", *score) if "score_learned" in stages else score
+        scoring = (("ink_statistics", *(("contour_hinge",) if "contour_hinge" in stages else ()), *score)
+                   if "score_learned" in stages else score)
         total = sum(stages[s]["p50_ms"] for s in ("decode", "normalise", *scoring)) + stages.get(
             "embed_int8", stages.get("embed_float32"))["p50_ms"]
     report["end_to_end_p50_ms"] = total

@@ -119,8 +119,9 @@ def verify(
             typer.echo(f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} ({result.operating_point})"
                        f"  band: {result.band}")
             if result.scorer == "learned":
-                typer.echo(f"score: the learned scorer's genuine probability (cosine {result.cosine:.4f}, with ink "
-                           f"statistics)")
+                extras = "ink statistics" + (" and contour hinge" if pipe.scorer.hinge is not None else "")
+                typer.echo(f"score: the learned scorer's genuine probability (cosine {result.cosine:.4f}, with "
+                           f"{extras})")
             if result.reference_agreement is not None and result.writer_normalised:
                 typer.echo(f"score: the similarities' fusion, normalised for how closely the references agree "
                            f"with each other ({result.reference_agreement:.4f})")

@@ -792,8 +792,10 @@ class Gallery:
             raise GalleryError("the model produced non-finite embeddings; nothing was enrolled")
         if inks is not None:
             inks = np.asarray(inks, dtype=np.float32)
-            if inks.shape != (len(vectors), len(INK_STATISTICS)) or not np.isfinite(inks).all():
-                raise GalleryError(f"expected finite ink statistics of shape ({len(vectors)}, {len(INK_STATISTICS)}), "
+            if (inks.ndim != 2 or inks.shape[0] != len(vectors) or inks.shape[1] < len(INK_STATISTICS)
+                    or not np.isfinite(inks).all()):
+                raise GalleryError(f"expected finite ink vectors of shape ({len(vectors)}, K), K at least "
+                                   f"{len(INK_STATISTICS)}, "
                                    f"got {inks.shape}; nothing was enrolled")
         norms = np.linalg.norm(vectors, axis=1)
         if (norms < 1e-6).any():
@@ -989,11 +991,30 @@ class Gallery:
         vectors = np.stack([self._vector(b, row) for b, _ in rows])
         inks = None
         if all(d is not None for _, d in rows):
-            inks = np.stack([np.frombuffer(self._open_blob(d, b"sigedge/ink|%d" % row), dtype="<f4") for _, d in rows])
-            if inks.shape[1] != len(INK_STATISTICS):
-                raise GalleryError(f"{self.path}: stored ink statistics have {inks.shape[1]} values, expected "
+            stored = [np.frombuffer(self._open_blob(d, b"sigedge/ink|%d" % row), dtype="<f4") for _, d in rows]
+            # samples measured before the bundle's scorer weighed the contour hinge hold the ink
+            # statistics alone: the writer's references then share those
+            width = min(len(k) for k in stored)
+            if width < len(INK_STATISTICS):
+                raise GalleryError(f"{self.path}: stored ink statistics have {width} values, expected at least "
                                    f"{len(INK_STATISTICS)}")
+            inks = np.stack([k[:width] for k in stored])
         return vectors, inks, ref
+
+    def _usable_ink(self, inks: np.ndarray | None) -> np.ndarray | None:
+        """A writer's stored ink vectors cut to what the pipeline measures of a query, or None
+        (with a warning where the bundle's scorer then cannot score) when they hold less."""
+        width = getattr(self.pipeline, "ink_width", len(INK_STATISTICS))
+        scorer = getattr(self.pipeline, "scorer", None)
+        if inks is None or inks.shape[1] < width:
+            if scorer is not None:
+                what = "no ink statistics" if inks is None else "no contour hinge"
+                log.warning("this writer's references have %s (enrolled before galleries kept them, or re-embedded "
+                            "by a sigedge that did not measure them): scored by the cosine alone, not the bundle's "
+                            "learned scorer (sigedge reindex measures them where the images were kept; otherwise "
+                            "re-enrol)", what)
+            return None
+        return inks[:, :width]
 
     def _measure_missing_ink_locked(self) -> tuple[int, int]:
         """Ink statistics for the samples without them that kept their image; (measured, left)."""
@@ -1001,7 +1022,7 @@ class Gallery:
             if has_table(conn, "sample_ink"):
                 rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
                                     "LEFT JOIN sample_ink i ON i.sample_id = s.id WHERE i.sample_id IS NULL "
-                                    "ORDER BY s.id").fetchall()
+                                    "OR length(i.data) < ? ORDER BY s.id", (self._ink_bytes(),)).fetchall()
             else:
                 rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
                                     "ORDER BY s.id").fetchall()
@@ -1024,16 +1045,22 @@ class Gallery:
             self._flush_audit()
         left = len(rows) - len(measured)
         if left:
-            log.warning("%s: %d sample(s) have no kept image to measure their ink statistics from: their writers "
+            log.warning("%s: %d sample(s) have no kept image to measure their ink statistics (or contour hinge) from: "
+                        "their writers "
                         "are verified by the cosine alone until re-enrolled", self.path, left)
         return len(measured), left
 
-    @staticmethod
-    def _samples_without_ink(conn) -> int:
+    def _ink_bytes(self) -> int:
+        """Bytes of a sample's stored ink vector as the pipeline measures it (unencrypted; an
+        encrypted one is longer): shorter ones were measured without the contour hinge the
+        bundle's scorer now weighs, and are measured again by ``reindex``."""
+        return 4 * int(getattr(self.pipeline, "ink_width", len(INK_STATISTICS)))
+
+    def _samples_without_ink(self, conn) -> int:
         if not has_table(conn, "sample_ink"):
             return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
         return int(conn.execute("SELECT COUNT(*) FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
-                                "WHERE i.sample_id IS NULL").fetchone()[0])
+                                "WHERE i.sample_id IS NULL OR length(i.data) < ?", (self._ink_bytes(),)).fetchone()[0])
 
     def references(self, writer_id: str) -> np.ndarray:
         """The stored reference embeddings (n, D) of a writer."""
@@ -1048,15 +1075,12 @@ class Gallery:
         self._warn_cleaning_mismatch()
         describe_query = getattr(self.pipeline, "describe_query", None)
         if describe_query is not None:  # sigedge.Pipeline: the query at its rotations
-            if inks is None and getattr(self.pipeline, "scorer", None) is not None:
-                log.warning("this writer's references have no ink statistics (enrolled before galleries kept them, "
-                            "or re-embedded by a sigedge that did not): scored by the cosine alone, not the bundle's "
-                            "learned scorer (sigedge reindex measures them where the images were kept; otherwise "
-                            "re-enrol)")
-            result = self.pipeline.verify_features(describe_query(image), refs, inks)
+            result = self.pipeline.verify_features(describe_query(image), refs, self._usable_ink(inks))
         elif getattr(self.pipeline, "describe", None) is not None and inks is not None:  # ink, no rotations
             q = self.pipeline.describe(image)
-            result = self.pipeline.verify_embeddings(np.asarray(q.embedding, np.float32), refs, q.ink, inks)
+            usable = inks[:, :len(q.ink)] if inks.shape[1] >= len(q.ink) else None
+            result = self.pipeline.verify_embeddings(np.asarray(q.embedding, np.float32), refs,
+                                                     None if usable is None else q.ink, usable)
         else:  # an embedder without ink statistics or rotations: the embeddings alone
             query = np.asarray(self.pipeline.embed(image), dtype=np.float32)
             result = self.pipeline.verify_embeddings(query, refs)

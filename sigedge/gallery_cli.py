@@ -225,9 +225,9 @@ def register(app: typer.Typer) -> None:
 
             def human() -> None:
                 if result.ink_measured or result.ink_missing:
-                    typer.echo(f"measured the ink statistics of {result.ink_measured} signature(s) enrolled before "
-                               f"galleries kept them; {result.ink_missing} without a kept image (re-enrol those "
-                               f"writers for the learned scorer)")
+                    typer.echo(f"measured the ink statistics (and contour hinge) of {result.ink_measured} "
+                               f"signature(s) enrolled before galleries kept them; {result.ink_missing} without a "
+                               f"kept image (re-enrol those writers for the learned scorer)")
                 elif result.changed:
                     cleaning = (f", cleaning {result.previous_cleaning or 'classic'} -> {result.cleaning}"
                                 if result.cleaning and result.previous_cleaning != result.cleaning else "")

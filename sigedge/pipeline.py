@@ -13,6 +13,7 @@ from .bundle import ModelBundle
 from .clean import CleanOptions, LearnedCleaner, clean_signature
 from .detect import DetectOptions, Detection, Detector, crop, rescorer_roles
 from .errors import MissingCleanerError, ModelError, NoSignatureError, UsageError
+from .hinge import HingeSpec, contour_hinge
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
 from .normalize import NormalizedSignature, normalize_signature, rotate_image
@@ -81,7 +82,9 @@ class SignatureFeatures:
     """What verification needs of one signature: its embedding and its ink statistics."""
 
     embedding: np.ndarray  # float32 (D,), L2-normalised
-    ink: np.ndarray  # float32 (4,), :func:`sigedge.scoring.ink_statistics`
+    #: float32 (:attr:`Pipeline.ink_width`,): the four :func:`sigedge.scoring.ink_statistics`,
+    #: then the :func:`sigedge.hinge.contour_hinge` where the bundle's scorer weighs it
+    ink: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,10 @@ class Pipeline:
                              "normalisation; a bundle is calibrated for one of them")
         #: the learned scorer the thresholds are calibrated for (None: the fused cosine)
         self.scorer = LearnedScorer.from_manifest(ver.get("scorer")) if self.options.scorer == "bundle" else None
+        #: the contour hinge measured of every signature after its ink statistics (None: none):
+        #: the bundle's scorer's even when these options score by the cosine, so that a gallery
+        #: enrolled through them holds what the bundle's scorer needs
+        self.hinge = HingeSpec.from_manifest((ver.get("scorer") or {}).get("hinge"))
         background = None if self.scorer is None else self.scorer.background
         if background is not None and len(background.mean) != self.dim:
             raise ModelError(f"{self.bundle.directory}: the scorer's background has dimension {len(background.mean)}, "
@@ -308,15 +315,24 @@ class Pipeline:
         img = self._cleaned(image)
         return normalize_signature(img if angle == 0.0 else rotate_image(img, angle), self.normalize_options).canvas
 
+    @property
+    def ink_width(self) -> int:
+        """Values of a signature's ink vector (:attr:`SignatureFeatures.ink`): the ink
+        statistics, then the contour hinge where the bundle's scorer weighs it."""
+        return len(INK_STATISTICS) + (self.hinge.size if self.hinge is not None else 0)
+
     def _features(self, cleaned: np.ndarray) -> SignatureFeatures:
         canvas = normalize_signature(cleaned, self.normalize_options).canvas
-        return SignatureFeatures(self.embed_canvas(canvas), ink_statistics(canvas))
+        ink = ink_statistics(canvas)
+        if self.hinge is not None:  # traced on the cleaned image, not the coarse canvas
+            ink = np.concatenate([ink, contour_hinge(cleaned, self.hinge, self.normalize_options)])
+        return SignatureFeatures(self.embed_canvas(canvas), ink)
 
     def describe_many(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings (N, D) and ink statistics (N, 4) of several cropped signatures."""
+        """Embeddings (N, D) and ink vectors (N, :attr:`ink_width`) of several cropped signatures."""
         feats = [self.describe(im) for im in images]
         return (np.stack([f.embedding for f in feats]) if feats else np.zeros((0, self.dim), np.float32),
-                np.stack([f.ink for f in feats]) if feats else np.zeros((0, 4), np.float32))
+                np.stack([f.ink for f in feats]) if feats else np.zeros((0, self.ink_width), np.float32))
 
     def verify(self, query: ImageInput, references: Sequence[ImageInput]) -> VerifyResult:
         """Is ``query`` by the same writer as the ``references``? (1:1 verification)"""
@@ -346,10 +362,11 @@ class Pipeline:
                           reference_ink: np.ndarray | None = None) -> VerifyResult:
         """Verification on precomputed embeddings (e.g. references stored in a gallery).
 
-        With the ink statistics of the query and of every reference, the bundle's learned
-        scorer (when it states one) makes the score; without them, the fused cosine does, on
-        the cosine's own calibrated thresholds (references enrolled before a gallery kept ink
-        statistics)."""
+        With the ink vectors of the query and of every reference (as wide as the bundle's
+        learned scorer reads, :attr:`LearnedScorer.width`), the scorer (when the bundle states
+        one) makes the score; without them, the fused cosine does, on the cosine's own
+        calibrated thresholds (references enrolled before a gallery kept ink statistics, or
+        before the bundle's scorer weighed the contour hinge)."""
         references = np.asarray(references, np.float32)
         query = np.asarray(query, np.float32)
         sims = cosine_similarities(query, references)
@@ -359,18 +376,19 @@ class Pipeline:
             raise UsageError("give the ink statistics of the query and of the references, or neither")
         if query_ink is not None:
             query_ink, reference_ink = np.asarray(query_ink, np.float32), np.asarray(reference_ink, np.float32)
-            if query_ink.shape != (len(INK_STATISTICS),) or reference_ink.shape != (len(references), len(INK_STATISTICS)):
-                raise UsageError(f"ink statistics of shape ({len(INK_STATISTICS)},) and ({len(references)}, "
-                                 f"{len(INK_STATISTICS)}) expected, got {query_ink.shape} and {reference_ink.shape}")
-        learned = self.scorer is not None and query_ink is not None
+            width = query_ink.shape[0] if query_ink.ndim == 1 else -1
+            if width < len(INK_STATISTICS) or reference_ink.shape != (len(references), width):
+                raise UsageError(f"ink vectors of shape (K,) and ({len(references)}, K), K at least "
+                                 f"{len(INK_STATISTICS)}, expected, got {query_ink.shape} and {reference_ink.shape}")
+        learned = self.scorer is not None and query_ink is not None and query_ink.shape[0] >= self.scorer.width
         if learned:
             score, calibration = self.scorer.score(query, query_ink, references, reference_ink), self._primary
         else:
             score, calibration = cosine, self._cosine_calibration
             if self.scorer is not None and self.options.threshold is not None:
                 raise UsageError("the custom threshold is on the learned scorer's scale, and these references "
-                                 "have no ink statistics to score with it (re-enrol them, or choose the cosine "
-                                 "scorer)")
+                                 "have no ink statistics (or no contour hinge) to score with it (sigedge reindex, "
+                                 "re-enrol them, or choose the cosine scorer)")
             if calibration is None:
                 raise ModelError("these references have no ink statistics, and the bundle has no thresholds for "
                                  "the plain cosine (verification.cosine); re-enrol them")

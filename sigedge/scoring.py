@@ -9,8 +9,9 @@ from typing import Literal
 import numpy as np
 
 from .errors import ModelError, NoSignatureError
+from .hinge import HingeSpec, hinge_distances
 
-__all__ = ["Fusion", "INK_STATISTICS", "LearnedScorer", "ScorerBackground", "WriterNormalisation", "cosine_similarities", "fuse_many", "fuse_scores",
+__all__ = ["Fusion", "HingeSpec", "INK_STATISTICS", "LearnedScorer", "ScorerBackground", "WriterNormalisation", "cosine_similarities", "fuse_many", "fuse_scores",
            "ink_statistics", "l2_normalize", "reference_agreement", "reference_features", "scorer_features"]
 
 Fusion = Literal["mean", "max", "top2"]
@@ -214,12 +215,16 @@ def reference_features(ref_emb: np.ndarray, ref_ink: np.ndarray) -> np.ndarray |
 
 
 def scorer_features(query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray, ref_ink: np.ndarray,
-                    own_default: np.ndarray | None = None, background: ScorerBackground | None = None) -> np.ndarray:
+                    own_default: np.ndarray | None = None, background: ScorerBackground | None = None,
+                    query_hinge: np.ndarray | None = None, ref_hinge: np.ndarray | None = None,
+                    hinge: HingeSpec | None = None) -> np.ndarray:
     """(N, 2 * F) features of N queries (rows of ``query_emb``) against one writer's
     references: what :class:`LearnedScorer` weighs. F is 1 + S (the cosine and S ink
-    statistics), plus 1 with a ``background`` (the projection on the references' direction).
-    ``own_default`` stands in for the references' own features when there is only one
-    reference."""
+    statistics), plus 1 with a ``background`` (the projection on the references' direction),
+    plus one a fragment length with a ``hinge`` (the mean chi-square distance of the query's
+    contour-hinge histograms, ``query_hinge`` (N, hinge.size), to the references',
+    ``ref_hinge``). ``own_default`` stands in for the references' own features when there is
+    only one reference."""
     q_emb = np.atleast_2d(np.asarray(query_emb, np.float32))
     q_ink = np.atleast_2d(np.asarray(query_ink, np.float32))
     r_emb, r_ink = np.atleast_2d(np.asarray(ref_emb, np.float32)), np.atleast_2d(np.asarray(ref_ink, np.float32))
@@ -229,6 +234,14 @@ def scorer_features(query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.nd
         proj, own_proj = background.projections(q_emb, r_emb)
         pair = np.hstack([pair, proj[:, None]])
         own = None if own is None else np.r_[own, own_proj]
+    if hinge is not None:
+        if query_hinge is None or ref_hinge is None:
+            raise ValueError("a scorer with a contour hinge needs the query's and the references' hinge descriptors")
+        q_h, r_h = np.atleast_2d(query_hinge), np.atleast_2d(ref_hinge)
+        pair = np.hstack([pair, hinge_distances(q_h[:, None, :], r_h[None, :, :], hinge).mean(axis=1)])
+        if own is not None:
+            i, j = np.triu_indices(len(r_h), k=1)
+            own = np.r_[own, hinge_distances(r_h[i], r_h[j], hinge).mean(axis=0)]
     if own is None:
         if own_default is None:
             raise ValueError("one reference: the references' own features need a default")
@@ -244,7 +257,11 @@ class LearnedScorer:
     of its :func:`ink_statistics` (``statistics``, names from :data:`INK_STATISTICS`) to
     theirs; and each of those minus the same quantity among the references themselves (how
     much further the query is from the references than they are from each other: a
-    per-writer normalisation the regression weighs). The score is the regression's
+    per-writer normalisation the regression weighs); with a ``background``, the query's
+    projection on its references' direction away from other writers; with a ``hinge``, the
+    chi-square distances of the query's contour-hinge histograms (:mod:`sigedge.hinge`) to
+    the references'. A signature's ink vector is then its :func:`ink_statistics` followed by
+    its :func:`sigedge.hinge.contour_hinge` (:attr:`width` values). The score is the regression's
     probability that the query is genuine, in [0, 1]. The weights are fitted by
     ``export/fit_scorer.py`` on the embedder's training writers, then rescaled (one slope and
     one offset) on validation writers, which the embedder never saw, so that the probability
@@ -260,15 +277,18 @@ class LearnedScorer:
     own_default: tuple[float, ...]
     statistics: tuple[str, ...] = INK_STATISTICS
     background: ScorerBackground | None = None
+    hinge: HingeSpec | None = None
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.statistics if s not in INK_STATISTICS]
         if unknown:
             raise ModelError(f"the scorer uses ink statistics {unknown} this runtime does not measure "
                              f"(it measures {list(INK_STATISTICS)})")
-        n = 1 + len(self.statistics) + (self.background is not None)
+        n = (1 + len(self.statistics) + (self.background is not None)
+             + (len(self.hinge.fragments) if self.hinge is not None else 0))
         if len(self.coef) != 2 * n or len(self.own_default) != n:
-            what = f"{len(self.statistics)} ink statistics" + (" and a background" if self.background else "")
+            what = (f"{len(self.statistics)} ink statistics" + (", a background" if self.background else "")
+                    + (", a contour hinge" if self.hinge else ""))
             raise ModelError(f"a scorer over {what} needs {2 * n} weights and {n} "
                              f"defaults, not {len(self.coef)} and {len(self.own_default)}")
 
@@ -283,7 +303,8 @@ class LearnedScorer:
             return cls(coef=tuple(float(c) for c in block["coef"]), intercept=float(block["intercept"]),
                        own_default=tuple(float(c) for c in block["own_default"]),
                        statistics=tuple(str(s) for s in block["ink_statistics"]),
-                       background=None if background is None else ScorerBackground.from_manifest(background))
+                       background=None if background is None else ScorerBackground.from_manifest(background),
+                       hinge=HingeSpec.from_manifest(block.get("hinge")))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"the manifest's verification.scorer is malformed ({exc!r})") from None
 
@@ -292,14 +313,26 @@ class LearnedScorer:
         """Where the scorer's statistics are among :data:`INK_STATISTICS`."""
         return [INK_STATISTICS.index(s) for s in self.statistics]
 
+    @property
+    def width(self) -> int:
+        """Values of a signature's ink vector the scorer reads: the ink statistics, then the
+        contour hinge when it has one."""
+        return len(INK_STATISTICS) + (self.hinge.size if self.hinge is not None else 0)
+
     def decision_many(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,
                       ref_ink: np.ndarray) -> np.ndarray:
         """The regression's linear decision (log-odds) for each of N queries against one
-        writer's references (ink statistics: all of :data:`INK_STATISTICS`, as
-        :func:`ink_statistics` gives them)."""
-        cols = self.columns
-        x = scorer_features(query_emb, np.atleast_2d(query_ink)[:, cols], ref_emb, np.atleast_2d(ref_ink)[:, cols],
-                            np.asarray(self.own_default), self.background)
+        writer's references (ink vectors of :attr:`width` values: all of
+        :data:`INK_STATISTICS`, as :func:`ink_statistics` gives them, then the contour hinge
+        where the scorer has one)."""
+        q_ink, r_ink = np.atleast_2d(query_ink), np.atleast_2d(ref_ink)
+        if q_ink.shape[1] < self.width or r_ink.shape[1] < self.width:
+            raise ValueError(f"the scorer reads {self.width} values of each signature's ink vector (ink statistics"
+                             f"{' and contour hinge' if self.hinge else ''}); got {q_ink.shape[1]} and "
+                             f"{r_ink.shape[1]}")
+        cols, n = self.columns, len(INK_STATISTICS)
+        x = scorer_features(query_emb, q_ink[:, cols], ref_emb, r_ink[:, cols], np.asarray(self.own_default),
+                            self.background, q_ink[:, n:self.width], r_ink[:, n:self.width], self.hinge)
         return x @ np.asarray(self.coef) + self.intercept
 
     def score_many(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,

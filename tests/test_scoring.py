@@ -407,7 +407,7 @@ def test_learned_scorer_with_a_background_weighs_the_direction_and_checks_its_we
     ref_ink = np.zeros((4, 4), np.float32)
     x = scorer_features(refs[:1], np.zeros((1, 1)), refs, ref_ink[:, :1], background=background)
     assert x.shape == (1, 6)  # cosine, aspect, direction; each minus the references' own
-    with pytest.raises(ModelError, match="and a background needs 6 weights"):
+    with pytest.raises(ModelError, match="1 ink statistics, a background needs 6 weights"):
         LearnedScorer(coef=(1.0,) * 4, intercept=0.0, own_default=(0.9, 0.1), statistics=("log_aspect",),
                       background=background)
     only_direction = LearnedScorer(coef=(0.0, 0.0, 10.0, 0.0, 0.0, 0.0), intercept=0.0,
@@ -422,3 +422,26 @@ def test_learned_scorer_with_a_background_weighs_the_direction_and_checks_its_we
     loaded = LearnedScorer.from_manifest(manifest_block)
     assert loaded.score(same, ink, refs, ref_ink) == pytest.approx(only_direction.score(same, ink, refs, ref_ink),
                                                                    abs=1e-4)
+
+
+def test_learned_scorer_with_a_contour_hinge_reads_it_after_the_ink_statistics():
+    from sigedge.errors import ModelError
+    from sigedge.hinge import HingeSpec
+    from sigedge.scoring import INK_STATISTICS, LearnedScorer
+
+    spec = HingeSpec(fragments=(4,), bins=2)
+    # features: cosine, aspect, hinge4 and each minus the references' own; only hinge4 weighs
+    block = {"kind": "logistic", "coef": [0.0, 0.0, -10.0, 0.0, 0.0, 0.0], "intercept": 0.0,
+             "own_default": [0.9, 0.1, 0.0], "ink_statistics": ["log_aspect"], "hinge": spec.to_manifest()}
+    scorer = LearnedScorer.from_manifest(block)
+    assert scorer.hinge == spec and scorer.width == len(INK_STATISTICS) + 4
+    refs = np.eye(3, 8, dtype=np.float32)
+    stats = np.zeros(len(INK_STATISTICS), np.float32)
+    ref_ink = np.stack([np.r_[stats, 1.0, 0.0, 0.0, 0.0]] * 3)
+    alike = scorer.score(refs[0], np.r_[stats, 1.0, 0.0, 0.0, 0.0], refs, ref_ink)
+    unlike = scorer.score(refs[0], np.r_[stats, 0.0, 0.0, 0.0, 1.0], refs, ref_ink)
+    assert alike == pytest.approx(0.5) and unlike < 0.01  # chi-square 0 against 1
+    with pytest.raises(ValueError, match="reads 8 values"):  # the ink statistics alone: no hinge to read
+        scorer.score(refs[0], stats, refs, ref_ink[:, :len(INK_STATISTICS)])
+    with pytest.raises(ModelError, match="a contour hinge needs 6 weights"):
+        LearnedScorer.from_manifest({**block, "coef": block["coef"][:4]})
