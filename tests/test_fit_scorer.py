@@ -113,7 +113,13 @@ def test_the_packaged_bundle_states_the_fitted_scorer():
     manifest = json.loads((default_bundle_dir() / "manifest.json").read_text())
     block = manifest["verification"]["scorer"]
     assert set(block["ink_statistics"]) <= set(INK_STATISTICS)
-    assert "training writers" in block["fitted_on"] and block["command"].startswith("python -m export.fit_scorer")
+    assert block["command"].startswith("python -m export.fit_scorer")
+    # cross-fitted on other folds' validation writers, with the skeleton's contour hinge
+    assert "cross-fitted" in block["fitted_on"] and all(f"fold{k}" in block["fitted_on"] for k in (1, 2, 3))
+    assert "--cross-fit" in block["command"] and "--hinge" in block["command"]
+    from sigedge.hinge import HingeSpec
+    assert HingeSpec.from_manifest(block["hinge"]) == HingeSpec()
+    assert block["features"] == feature_names(tuple(block["ink_statistics"]), True, HingeSpec())
 
 
 def test_collection_weights_balance_kinds_and_collections():
@@ -243,3 +249,79 @@ def test_a_background_of_another_dimension_than_the_embedder_is_refused_at_load(
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="background has dimension 64, the embedder 128"):
         Pipeline(bundle)
+
+
+def test_set_weights_pool_the_sets_of_one_collection():
+    from export.fit_scorer import collection_weights, set_weights
+
+    a1, b, a2 = np.array(["genuine", "skilled", "random"]), np.array(["genuine", "random"]), np.array(["genuine"] * 2)
+    pooled = collection_weights([np.concatenate([a1, a2]), b])  # collection a's trials, then b's
+    np.testing.assert_allclose(set_weights([a1, b, a2], ["a", "b", "a"]),
+                               np.concatenate([pooled[:3], pooled[5:], pooled[3:5]]))
+    np.testing.assert_allclose(set_weights([a1, b], ["0", "1"]), collection_weights([a1, b]))
+
+
+def test_fit_scorer_with_a_contour_hinge_learns_that_forgeries_turn_otherwise():
+    from sigedge.hinge import HingeSpec
+
+    spec = HingeSpec(fragments=(4,), bins=2)
+
+    def with_hinge(seed):
+        emb, ink, writers, kinds = with_ink(seed)
+        rng = np.random.default_rng(100 + seed)
+        own = {w: rng.dirichlet(np.ones(4) * 5) for w in set(writers)}
+        hist = np.stack([rng.dirichlet(own[w] * 200) if k == "genuine" else rng.dirichlet(np.ones(4) * 5)
+                         for w, k in zip(writers, kinds)])
+        return emb, np.hstack([ink, hist]).astype(np.float32), writers, kinds
+
+    scorer, _ = fit_scorer([with_hinge(0), with_hinge(1)], refs=[5, 5], hinge=spec)
+    assert scorer.hinge == spec and len(scorer.coef) == 2 * (2 + len(STATISTICS))
+    weight = dict(zip(feature_names(STATISTICS, hinge=spec), scorer.coef))
+    assert weight["hinge4"] + weight["hinge4-references"] < 0  # further from the references' turns: less genuine
+
+
+def test_fit_bundle_cross_fitted_with_the_hinge_fits_on_the_other_fold_and_states_it(tmp_path, monkeypatch):
+    import export.fit_scorer as fs
+    from sigedge.errors import UsageError
+    from sigedge.hinge import HingeSpec
+
+    seen = {}
+
+    def fit(sets, refs, background=None, hinge=None, set_backgrounds=None, collections=None, **kw):
+        seen.update(writers=sorted({w for _, _, writers, _ in sets for w in writers}), collections=collections,
+                    widths={ink.shape[1] for _, ink, _, _ in sets})
+        n = 1 + len(STATISTICS) + len(hinge.fragments)
+        return LearnedScorer(coef=(10.0,) + (0.0,) * (2 * n - 1), intercept=-8.0, own_default=(0.9,) + (0.1,) * (n - 1),
+                             statistics=STATISTICS, hinge=hinge), {"trials": 1}
+
+    monkeypatch.setattr(fs, "fit_scorer", fit)
+    bundle, other = tmp_path / "bundle", tmp_path / "other"
+    shutil.copytree(default_bundle_dir(), bundle)
+    shutil.copytree(default_bundle_dir(), other)
+    splits, other_splits = fake_splits(tmp_path / "a"), fake_splits(tmp_path / "b")
+    ver = fit_bundle(bundle, splits, draws=1, query_rotations=(0.0,), hinge=True, cross_fit=[(other_splits, other)])
+    # the other fold's validation writers of the collections with skilled forgeries, with their hinge
+    val_writers = {w for c in ("sigcomp2011_dutch", "ssbi") for _, w, _ in fs.read_split(other_splits / f"{c}_val.csv")}
+    assert set(seen["writers"]) == val_writers and seen["collections"] == ["sigcomp2011_dutch", "ssbi"]
+    assert seen["widths"] == {len(INK_STATISTICS) + HingeSpec().size}
+    block = ver["scorer"]
+    assert block["hinge"] == HingeSpec().to_manifest() and block["features"][3:5] == ["hinge4", "hinge8"]
+    assert "cross-fitted" in block["fitted_on"] and str(other_splits.name) in block["fitted_on"]
+    pipe = Pipeline(bundle)
+    assert pipe.hinge == HingeSpec() and pipe.scorer.hinge == HingeSpec()
+    images = sorted((splits / "ssbi_val").glob("*.png"))
+    assert pipe.describe(images[0]).ink.shape == (pipe.ink_width,)
+    assert pipe.verify(images[0], images[1:4]).scorer == "learned"
+    # a fold whose validation writers are the ones reported on is refused
+    with pytest.raises(UsageError, match="validation images of"):
+        fit_bundle(bundle, splits, draws=1, write=False, query_rotations=(0.0,), hinge=True, cross_fit=[(splits, other)])
+
+
+def test_cross_fitting_on_a_folder_without_the_split_is_one_usage_error(tmp_path, caplog):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    before = (bundle / "manifest.json").read_bytes()
+    assert main(["--bundle", str(bundle), "--splits", str(fake_splits(tmp_path)), "--draws", "1", "--hinge",
+                 "--cross-fit", f"{tmp_path / 'nowhere'}={bundle}"]) == 2
+    assert "no sigcomp2011_dutch_val.csv in" in caplog.text
+    assert (bundle / "manifest.json").read_bytes() == before

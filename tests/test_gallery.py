@@ -471,6 +471,27 @@ def test_reindex_measures_the_ink_statistics_of_kept_crops(tmp_path, pipeline, i
     assert not reindex_gallery(path, pipeline).changed  # now up to date
 
 
+def test_references_measured_before_the_contour_hinge_verify_by_the_cosine_until_reindexed(
+        tmp_path, pipeline, images, caplog):
+    """The packaged scorer weighs the contour hinge; a gallery enrolled by a sigedge whose
+    scorer did not kept the four ink statistics alone."""
+    assert pipeline.hinge is not None and pipeline.ink_width == 4 + pipeline.hinge.size
+    path = tmp_path / "before-hinge"
+    with Gallery(path, pipeline, keep_crops=True) as g:
+        g.enroll("w", images["enrol"][2][:3])
+        assert g._writer_samples("w")[1].shape == (3, pipeline.ink_width)
+    _sql(path, "UPDATE sample_ink SET data = substr(data, 1, 16)")  # the ink statistics alone
+    with Gallery(path, pipeline) as g:
+        assert g._writer_samples("w")[1].shape == (3, 4)
+        assert g.verify("w", images["query"][2][0]).scorer == "cosine"
+    assert "no contour hinge" in caplog.text
+    result = reindex_gallery(path, pipeline)
+    assert result.changed and result.ink_measured == 3
+    with Gallery(path, pipeline) as g:
+        assert g.verify("w", images["query"][2][0]).scorer == "learned"
+    assert not reindex_gallery(path, pipeline).changed
+
+
 def test_re_embedding_a_sample_drops_its_ink_statistics(tmp_path, pipeline, images):
     """A sigedge from before the ink statistics re-embeds a gallery by rewriting the vectors
     and knows nothing of the statistics: the database's trigger drops them, rather than

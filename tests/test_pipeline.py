@@ -76,3 +76,21 @@ def test_decision_band_accepts_refers_and_rejects(pipeline):
         assert pipeline.band((accept + reject) / 2) == "refer"
     result = pipeline.verify(synthetic_signature(0, 0), [synthetic_signature(0, 0)])
     assert result.band == pipeline.band(result.score)
+
+
+def test_the_packaged_pipeline_measures_the_contour_hinge_its_scorer_weighs(pipeline):
+    from sigedge.hinge import HingeSpec, contour_hinge
+
+    assert pipeline.hinge == pipeline.scorer.hinge == HingeSpec()
+    img = synthetic_signature(5, 0)
+    f = pipeline.describe(img)
+    assert f.ink.shape == (pipeline.ink_width,) == (4 + HingeSpec().size,)
+    np.testing.assert_allclose(f.ink[4:], contour_hinge(pipeline._cleaned(img), HingeSpec(), pipeline.normalize_options))
+    assert pipeline.describe_many([])[1].shape == (0, pipeline.ink_width)
+    # the cosine scorer's pipeline still measures it, so that a gallery it enrols serves the bundle's scorer
+    assert Pipeline(options=PipelineOptions(scorer="cosine")).describe(img).ink.shape == f.ink.shape
+    # references described without the hinge are scored by the cosine
+    refs = [synthetic_signature(5, s) for s in range(1, 4)]
+    emb, ink = pipeline.describe_many(refs)
+    assert pipeline.verify_embeddings(f.embedding, emb, f.ink, ink).scorer == "learned"
+    assert pipeline.verify_embeddings(f.embedding, emb, f.ink[:4], ink[:, :4]).scorer == "cosine"
