@@ -88,7 +88,7 @@ from sigedge.errors import SigedgeError, UsageError
 from sigedge.evaluate import protocol_scores, stack_variants
 from sigedge.evaluate_cli import over_draws
 from sigedge.hinge import HingeSpec
-from sigedge.scoring import INK_STATISTICS, LearnedScorer, ScorerBackground, scorer_features
+from sigedge.scoring import LearnedScorer, ScorerBackground, scorer_features, split_ink
 
 log = logging.getLogger("export.fit_scorer")
 #: The ink statistics the shipped scorer uses: the geometric ones. Ink fraction and stroke
@@ -195,8 +195,7 @@ def scorer_trials(emb: np.ndarray, ink: np.ndarray, writers: list[str], kinds: l
     """Trial features (N, 2 * F; :func:`sigedge.scoring.scorer_features`) and kinds, with the
     draws of :func:`export.scoring.trials` (``ink``: the pipeline's ink vectors, the contour
     hinge after the ink statistics where ``hinge`` is given)."""
-    stats = ink[:, [INK_STATISTICS.index(s) for s in statistics]]
-    hist = ink[:, len(INK_STATISTICS):len(INK_STATISTICS) + hinge.size] if hinge is not None else None
+    stats, hist = split_ink(ink, statistics, hinge)
 
     def features(chosen: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return scorer_features(emb[rows], stats[rows], emb[chosen], stats[chosen], background=background,
@@ -235,7 +234,6 @@ def fit_scorer(sets: list[tuple[np.ndarray, np.ndarray, list[str], list[str]]], 
     # the query's cosine enters twice, as itself and in its "minus the references" twin: its
     # total weight is what must be positive (one of the two alone may go negative when the
     # other carries it, as the twins are correlated)
-    log.info("fitted weights %s, intercept %.3f", [round(float(c), 3) for c in coef], intercept)
     if coef[0] + coef[n] <= 0:
         raise SigedgeError("the fitted weight of the query's cosine is not positive; refusing the scorer")
     own = x[:, :n] - x[:, n:]  # the references' own features, trial by trial (fit_bundle replaces
@@ -362,8 +360,6 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
         population.info["fitted_on"] = (f"the genuine signatures of the training writers of {', '.join(EVAL_REFERENCES)} "
                                         f"in {_shown(splits)}")
         log.info("background: %d signatures of %d writers", len(vectors), len(set(writers)))
-    if set_backgrounds is None:
-        set_backgrounds = [population] * len(fit_sets)
     scorer, info = fit_scorer(fit_sets, [EVAL_REFERENCES[c] for c in fit_collections or FIT_COLLECTIONS],
                               background=population, hinge=spec, set_backgrounds=set_backgrounds,
                               collections=fit_collections)

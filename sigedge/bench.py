@@ -71,7 +71,8 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
     opts = bundle.normalize_options
     encoded = _encoded_inputs(images)
     decoded = [load_image(b) for b in encoded]
-    canvases = [normalize_signature(clean_signature(img), opts).canvas for img in decoded]
+    cleaned = [clean_signature(img) for img in decoded]
+    canvases = [normalize_signature(img, opts).canvas for img in cleaned]
     report: dict = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "threads": 1, "interpreter_backend": interpreter_backend()},
@@ -99,7 +100,6 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         inks = np.stack([ink_statistics(c) for c in canvases])
         stages["ink_statistics"] = time_stage(ink_statistics, canvases, repeat)
         if scorer.hinge is not None:  # traced on the cleaned crop, as the pipeline does
-            cleaned = [clean_signature(img) for img in decoded]
             inks = np.hstack([inks, np.stack([contour_hinge(img, scorer.hinge, opts) for img in cleaned])])
             stages["contour_hinge"] = time_stage(lambda img: contour_hinge(img, scorer.hinge, opts), cleaned, repeat)
         stages["score_learned"] = time_stage(lambda i: scorer.score(embeddings["embedder"][i], inks[i], refs, inks[:5]),

@@ -88,11 +88,9 @@ def _ink_mask(image: np.ndarray, height: int, options: NormalizeOptions) -> np.n
     """The cropped ink mask (uint8 0/1) of a cleaned signature, resized to ``height`` rows."""
     import cv2  # here, as in sigedge.scoring, so that reading a manifest's scorer stays light
 
-    from .normalize import binarize, crop_to_ink, flatten_background, remove_specks, to_gray
+    from .normalize import crop_to_ink, find_ink, to_gray
 
-    flat = flatten_background(to_gray(image))
-    mask = remove_specks(binarize(flat, options.threshold, options.min_contrast), options.speck_fraction,
-                         options.min_speck_pixels)
+    _, mask = find_ink(to_gray(image), options)
     box = crop_to_ink(mask)
     if box is None:
         raise NoSignatureError("no ink found to trace the contours of")

@@ -38,6 +38,7 @@ __all__ = [
     "deskew",
     "fit_to_canvas",
     "ink_image",
+    "find_ink",
     "rotate_image",
 ]
 
@@ -221,6 +222,14 @@ def rotate_image(image: np.ndarray, angle: float, fill: int = 255) -> np.ndarray
     return cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=border)
 
 
+def find_ink(gray: np.ndarray, options: NormalizeOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2-4 on a uint8 gray image: the flattened gray and the ink mask, specks removed
+    (what :func:`normalize_signature` and :func:`sigedge.hinge.contour_hinge` start from)."""
+    flat = flatten_background(gray)
+    mask = binarize(flat, options.threshold, options.min_contrast)
+    return flat, remove_specks(mask, options.speck_fraction, options.min_speck_pixels)
+
+
 def normalize_signature(image: np.ndarray, options: NormalizeOptions | None = None) -> NormalizedSignature:
     """Turn a cropped signature (uint8 gray or BGR) into the model's input canvas.
 
@@ -230,9 +239,7 @@ def normalize_signature(image: np.ndarray, options: NormalizeOptions | None = No
     gray = to_gray(image)
     if min(gray.shape) < 4:
         raise NoSignatureError(f"image is {gray.shape[1]}x{gray.shape[0]} pixels, too small to hold a signature")
-    flat = flatten_background(gray)
-    mask = binarize(flat, opts.threshold, opts.min_contrast)
-    mask = remove_specks(mask, opts.speck_fraction, opts.min_speck_pixels)
+    flat, mask = find_ink(gray, opts)
     if int(mask.sum()) < opts.min_ink_pixels:
         raise NoSignatureError("no ink found: the image looks blank")
     box = crop_to_ink(mask)

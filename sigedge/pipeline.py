@@ -18,7 +18,7 @@ from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
 from .normalize import NormalizedSignature, normalize_signature, rotate_image
 from .scoring import (INK_STATISTICS, Fusion, LearnedScorer, WriterNormalisation, cosine_similarities,
-                      fuse_scores, ink_statistics, l2_normalize, reference_agreement)
+                      fuse_scores, ink_statistics, ink_width, l2_normalize, reference_agreement)
 
 __all__ = ["Pipeline", "PipelineOptions", "VerifyResult", "PageSignature", "SignatureFeatures"]
 
@@ -319,7 +319,7 @@ class Pipeline:
     def ink_width(self) -> int:
         """Values of a signature's ink vector (:attr:`SignatureFeatures.ink`): the ink
         statistics, then the contour hinge where the bundle's scorer weighs it."""
-        return len(INK_STATISTICS) + (self.hinge.size if self.hinge is not None else 0)
+        return ink_width(self.hinge)
 
     def _features(self, cleaned: np.ndarray) -> SignatureFeatures:
         canvas = normalize_signature(cleaned, self.normalize_options).canvas

@@ -12,7 +12,7 @@ from .errors import ModelError, NoSignatureError
 from .hinge import HingeSpec, hinge_distances
 
 __all__ = ["Fusion", "HingeSpec", "INK_STATISTICS", "LearnedScorer", "ScorerBackground", "WriterNormalisation", "cosine_similarities", "fuse_many", "fuse_scores",
-           "ink_statistics", "l2_normalize", "reference_agreement", "reference_features", "scorer_features"]
+           "ink_statistics", "ink_width", "l2_normalize", "reference_agreement", "reference_features", "scorer_features", "split_ink"]
 
 Fusion = Literal["mean", "max", "top2"]
 
@@ -102,6 +102,22 @@ class WriterNormalisation:
 #: What :func:`ink_statistics` measures of a normalised canvas, in order (all logarithms, so
 #: that the distance of two signatures in each is an absolute difference).
 INK_STATISTICS = ("log_aspect", "log_ink_fraction", "log_stroke_width", "log_components")
+
+
+def ink_width(hinge: HingeSpec | None) -> int:
+    """Values of a signature's ink vector: the :data:`INK_STATISTICS`, then the contour hinge
+    where there is one."""
+    return len(INK_STATISTICS) + (hinge.size if hinge is not None else 0)
+
+
+def split_ink(ink: np.ndarray, statistics: tuple[str, ...], hinge: HingeSpec | None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ink vectors (N, K) split into the chosen ``statistics`` (N, S) and the contour hinge
+    (N, hinge.size), or None without one."""
+    ink = np.atleast_2d(ink)
+    stats = ink[:, [INK_STATISTICS.index(s) for s in statistics]]
+    n = len(INK_STATISTICS)
+    return stats, (ink[:, n:ink_width(hinge)] if hinge is not None else None)
 
 
 def ink_statistics(canvas: np.ndarray) -> np.ndarray:
@@ -317,7 +333,7 @@ class LearnedScorer:
     def width(self) -> int:
         """Values of a signature's ink vector the scorer reads: the ink statistics, then the
         contour hinge when it has one."""
-        return len(INK_STATISTICS) + (self.hinge.size if self.hinge is not None else 0)
+        return ink_width(self.hinge)
 
     def decision_many(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,
                       ref_ink: np.ndarray) -> np.ndarray:
@@ -330,9 +346,10 @@ class LearnedScorer:
             raise ValueError(f"the scorer reads {self.width} values of each signature's ink vector (ink statistics"
                              f"{' and contour hinge' if self.hinge else ''}); got {q_ink.shape[1]} and "
                              f"{r_ink.shape[1]}")
-        cols, n = self.columns, len(INK_STATISTICS)
-        x = scorer_features(query_emb, q_ink[:, cols], ref_emb, r_ink[:, cols], np.asarray(self.own_default),
-                            self.background, q_ink[:, n:self.width], r_ink[:, n:self.width], self.hinge)
+        (q_stats, q_hinge), (r_stats, r_hinge) = (split_ink(q_ink, self.statistics, self.hinge),
+                                                  split_ink(r_ink, self.statistics, self.hinge))
+        x = scorer_features(query_emb, q_stats, ref_emb, r_stats, np.asarray(self.own_default), self.background,
+                            q_hinge, r_hinge, self.hinge)
         return x @ np.asarray(self.coef) + self.intercept
 
     def score_many(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,
