@@ -100,8 +100,9 @@ class Embedder(Protocol):
     # Optional, as :class:`sigedge.Pipeline` has them: ``describe(image)`` (an object with
     # ``embedding`` and ``ink``), with which the gallery stores each sample's ink statistics;
     # ``describe_query(image)`` and ``verify_features(queries, refs, reference_ink)``, with
-    # which it verifies a query at the pipeline's rotations and with its learned scorer.
-    # Without them, by the embeddings alone.
+    # which it verifies a query at the pipeline's rotations and with its learned scorer;
+    # ``ink_layout`` (a string naming what an ink vector holds), which the gallery records so
+    # that vectors measured otherwise are not compared. Without them, by the embeddings alone.
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,7 @@ class Gallery:
             "created": time.time(),
             "model_sha256": self.pipeline.model_sha256,
             "cleaning": self._cleaning(),
+            "ink_layout": self._ink_layout(),
             "model_name": self._bundle_attr("name"),
             "model_version": self._bundle_attr("version"),
             "dim": self._dim,
@@ -369,6 +371,31 @@ class Gallery:
 
     def _cleaning(self) -> str:
         return str(getattr(self.pipeline, "cleaning", "") or "")
+
+    def _ink_layout(self) -> str:
+        return str(getattr(self.pipeline, "ink_layout", "") or "")
+
+    def _ink_stale(self, conn) -> bool:
+        """Whether the stored ink vectors were measured another way than the pipeline measures
+        them (another contour hinge): then only their ink statistics are comparable. A gallery
+        that recorded no layout (made before galleries did) is taken to match, as it was."""
+        row = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()
+        recorded, layout = (str(row[0] or "") if row else ""), self._ink_layout()
+        return bool(recorded and layout and recorded != layout)
+
+    def _ensure_ink_layout_in_txn(self, conn) -> None:
+        """Refuse to store ink vectors beside others measured another way (one gallery, one
+        layout; ``reindex`` re-measures them). A gallery without stored ink takes the new one."""
+        layout = self._ink_layout()
+        if not layout:
+            return
+        if self._ink_stale(conn) and has_table(conn, "sample_ink") and \
+                conn.execute("SELECT COUNT(*) FROM sample_ink").fetchone()[0]:
+            recorded = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()[0]
+            raise GalleryError(f"{self.path}: its references' ink was measured as {recorded!r}, this bundle measures "
+                               f"{layout!r}; re-measure them first (`sigedge reindex`, for images kept with "
+                               "--keep-crops)")
+        Store.set_meta(conn, ink_layout=layout)
 
     def _bundle_attr(self, name: str) -> str:
         bundle = getattr(self.pipeline, "bundle", None)
@@ -820,6 +847,7 @@ class Gallery:
                     row, ref = int(found[0]), str(found[1])
                 ids = []
                 if inks is not None:
+                    self._ensure_ink_layout_in_txn(conn)
                     ensure_ink_schema(conn)  # a gallery made before ink statistics gains the table
                 for i, v in enumerate(vectors):
                     cur = conn.execute("INSERT INTO samples(writer, generation, enrolled, vector) VALUES (?, ?, ?, ?)",
@@ -982,6 +1010,7 @@ class Gallery:
             if found is None:
                 raise GalleryError(f"no writer {writer_id!r} in the gallery {self.path}")
             row, ref = int(found[0]), str(found[1])
+            stale = self._ink_stale(conn)
             if has_table(conn, "sample_ink"):
                 rows = conn.execute("SELECT s.vector, i.data FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
                                     "WHERE s.writer=? ORDER BY s.id", (row,)).fetchall()
@@ -995,6 +1024,8 @@ class Gallery:
             # samples measured before the bundle's scorer weighed the contour hinge hold the ink
             # statistics alone: the writer's references then share those
             width = min(len(k) for k in stored)
+            if stale:  # measured with another contour hinge: its histograms are not this one's
+                width = min(width, len(INK_STATISTICS))
             if width < len(INK_STATISTICS):
                 raise GalleryError(f"{self.path}: stored ink statistics have {width} values, expected at least "
                                    f"{len(INK_STATISTICS)}")
@@ -1008,7 +1039,7 @@ class Gallery:
         scorer = getattr(self.pipeline, "scorer", None)
         if inks is None or inks.shape[1] < width:
             if scorer is not None:
-                what = "no ink statistics" if inks is None else "no contour hinge"
+                what = "no ink statistics" if inks is None else "no contour hinge (or one measured otherwise)"
                 log.warning("this writer's references have %s (enrolled before galleries kept them, or re-embedded "
                             "by a sigedge that did not measure them): scored by the cosine alone, not the bundle's "
                             "learned scorer (sigedge reindex measures them where the images were kept; otherwise "
@@ -1022,7 +1053,7 @@ class Gallery:
             if has_table(conn, "sample_ink"):
                 rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
                                     "LEFT JOIN sample_ink i ON i.sample_id = s.id WHERE i.sample_id IS NULL "
-                                    "OR length(i.data) < ? ORDER BY s.id", (self._ink_bytes(),)).fetchall()
+                                    "OR length(i.data) < ? ORDER BY s.id", (self._ink_bytes(conn),)).fetchall()
             else:
                 rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
                                     "ORDER BY s.id").fetchall()
@@ -1035,11 +1066,15 @@ class Gallery:
             except SigedgeError as exc:
                 raise GalleryError(f"{self.path}: cannot measure stored sample {sid}: {exc}") from exc
             measured.append((sid, self._seal(np.asarray(ink, "<f4").tobytes(), b"sigedge/ink|%d" % row)))
-        if measured:
+        if measured or rows:
             with self._store.write() as conn:
                 ensure_ink_schema(conn)
+                if self._ink_stale(conn):  # what could not be measured again is not comparable: dropped
+                    conn.executemany("DELETE FROM sample_ink WHERE sample_id=?", [(sid,) for sid, _, _ in rows])
                 conn.executemany("INSERT OR REPLACE INTO sample_ink(sample_id, data) VALUES (?, ?)", measured)
-                if self.options.audit:
+                if self._ink_layout():
+                    Store.set_meta(conn, ink_layout=self._ink_layout())
+                if self.options.audit and measured:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": self.pipeline.model_sha256,
                                               "samples": len(measured), "decision": "ink statistics measured"})
             self._flush_audit()
@@ -1050,17 +1085,20 @@ class Gallery:
                         "are verified by the cosine alone until re-enrolled", self.path, left)
         return len(measured), left
 
-    def _ink_bytes(self) -> int:
+    def _ink_bytes(self, conn) -> int:
         """Bytes of a sample's stored ink vector as the pipeline measures it (unencrypted; an
         encrypted one is longer): shorter ones were measured without the contour hinge the
-        bundle's scorer now weighs, and are measured again by ``reindex``."""
+        bundle's scorer now weighs, and are measured again by ``reindex``; so are all of them
+        when they were measured another way (:meth:`_ink_stale`)."""
+        if self._ink_stale(conn):
+            return 2 ** 62
         return 4 * int(getattr(self.pipeline, "ink_width", len(INK_STATISTICS)))
 
     def _samples_without_ink(self, conn) -> int:
         if not has_table(conn, "sample_ink"):
             return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
         return int(conn.execute("SELECT COUNT(*) FROM samples s LEFT JOIN sample_ink i ON i.sample_id = s.id "
-                                "WHERE i.sample_id IS NULL OR length(i.data) < ?", (self._ink_bytes(),)).fetchone()[0])
+                                "WHERE i.sample_id IS NULL OR length(i.data) < ?", (self._ink_bytes(conn),)).fetchone()[0])
 
     def references(self, writer_id: str) -> np.ndarray:
         """The stored reference embeddings (n, D) of a writer."""
@@ -1262,7 +1300,7 @@ class Gallery:
                                   for k, r in zip(inks, rows)])
                 Store.set_meta(conn, generation=gen, rebuild_generation=gen, model_sha256=new, dim=self._dim,
                                model_name=self._bundle_attr("name"), model_version=self._bundle_attr("version"),
-                               cleaning=cleaning)
+                               cleaning=cleaning, ink_layout=self._ink_layout() if describe is not None else "")
                 if self.options.audit:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": new,
                                               "previous_model_sha256": old, "samples": len(rows),

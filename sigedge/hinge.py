@@ -35,7 +35,7 @@ from .errors import ModelError, NoSignatureError
 if TYPE_CHECKING:
     from .normalize import NormalizeOptions
 
-__all__ = ["HingeSpec", "STROKES", "contour_hinge", "hinge_distances", "thin"]
+__all__ = ["HingeSpec", "STROKES", "contour_hinge", "hinge_distances", "hinge_histograms", "thin"]
 
 #: How the stroke is traced: its own outline, or its centre line redrawn at one width.
 STROKES = ("ink", "skeleton")
@@ -115,17 +115,25 @@ def contour_hinge(image: np.ndarray, spec: HingeSpec | None = None,
     mask = _ink_mask(image, spec.height, options or NormalizeOptions())
     if spec.stroke == "skeleton":
         mask = cv2.dilate(thin(mask), np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    counts = np.zeros((len(spec.fragments), spec.bins, spec.bins))
+    return hinge_histograms(mask, spec.fragments, spec.bins)
+
+
+def hinge_histograms(mask: np.ndarray, fragments: tuple[int, ...], bins: int) -> np.ndarray:
+    """float32 (len(fragments) * bins * bins,): the hinge histograms of the contours of a binary
+    mask (uint8 0/1), one a fragment length, each summing to 1 (all 0 where no contour is that long)."""
+    import cv2
+
+    contours, _ = cv2.findContours(np.ascontiguousarray(mask, np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    counts = np.zeros((len(fragments), bins, bins))
     for contour in contours:
         points = contour[:, 0, :].astype(np.float32)
-        for f, length in enumerate(spec.fragments):
+        for f, length in enumerate(fragments):
             if len(points) < 2 * length + 1:  # a contour too short to hold both fragments
                 continue
             ahead = np.roll(points, -length, axis=0) - points
             behind = np.roll(points, length, axis=0) - points
-            np.add.at(counts[f], (_direction_bin(ahead, spec.bins), _direction_bin(behind, spec.bins)), 1.0)
-    flat = counts.reshape(len(spec.fragments), -1)
+            np.add.at(counts[f], (_direction_bin(ahead, bins), _direction_bin(behind, bins)), 1.0)
+    flat = counts.reshape(len(fragments), -1)
     return (flat / np.maximum(flat.sum(axis=1, keepdims=True), 1.0)).ravel().astype(np.float32)
 
 

@@ -321,6 +321,16 @@ class Pipeline:
         statistics, then the contour hinge where the bundle's scorer weighs it."""
         return ink_width(self.hinge)
 
+    @property
+    def ink_layout(self) -> str:
+        """What an ink vector holds, as a gallery records it: ``statistics``, and the contour
+        hinge's settings where there is one. Vectors of two layouts of the same length are not
+        comparable (another hinge height or stroke gives other histograms)."""
+        if self.hinge is None:
+            return "statistics"
+        h = self.hinge
+        return f"statistics+hinge:{h.stroke},{h.height},{'-'.join(str(f) for f in h.fragments)},{h.bins}"
+
     def _features(self, cleaned: np.ndarray) -> SignatureFeatures:
         canvas = normalize_signature(cleaned, self.normalize_options).canvas
         ink = ink_statistics(canvas)

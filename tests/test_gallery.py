@@ -492,6 +492,48 @@ def test_references_measured_before_the_contour_hinge_verify_by_the_cosine_until
     assert not reindex_gallery(path, pipeline).changed
 
 
+def _meta(path: Path, key: str) -> str | None:
+    conn = sqlite3.connect(path / "gallery.db")
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+    finally:
+        conn.close()
+
+
+def test_references_measured_with_another_contour_hinge_verify_by_the_cosine_until_reindexed(
+        tmp_path, pipeline, images, caplog):
+    """Two hinge settings can give ink vectors of one length; the gallery records how its
+    references were measured and compares only their ink statistics when it differs."""
+    path = tmp_path / "other-hinge"
+    with Gallery(path, pipeline, keep_crops=True) as g:
+        g.enroll("w", images["enrol"][2][:3])
+        g.enroll("kept-none", images["enrol"][3][:3])
+    assert _meta(path, "ink_layout") == pipeline.ink_layout == "statistics+hinge:skeleton,200,4-8,12"
+    other = "statistics+hinge:ink,200,4-8,12"  # same length, other histograms
+    _sql(path, f"UPDATE meta SET value='{other}' WHERE key='ink_layout'",
+         "DELETE FROM crops WHERE sample_id IN (SELECT s.id FROM samples s JOIN writers w ON w.id = s.writer "
+         "WHERE w.lookup = 'kept-none')")
+    with Gallery(path, pipeline) as g:
+        assert g._writer_samples("w")[1].shape == (3, 4)
+        assert g.verify("w", images["query"][2][0]).scorer == "cosine"
+        with pytest.raises(GalleryError, match="measured as 'statistics\\+hinge:ink"):
+            g.enroll("new", images["enrol"][1][:3])
+        with pytest.raises(GalleryError, match="no writer"):  # nothing of the refused writer was stored
+            g.references("new")
+    assert "measured otherwise" in caplog.text
+    result = reindex_gallery(path, pipeline)
+    assert result.changed and (result.ink_measured, result.ink_missing) == (3, 3)
+    assert _meta(path, "ink_layout") == pipeline.ink_layout
+    with Gallery(path, pipeline) as g:
+        assert g.verify("w", images["query"][2][0]).scorer == "learned"
+        # the histograms that could not be measured again are dropped, not compared
+        assert g._writer_samples("kept-none")[1] is None
+        assert g.verify("kept-none", images["query"][3][0]).scorer == "cosine"
+        g.enroll("new", images["enrol"][1][:3])
+        assert g.verify("new", images["query"][1][0]).scorer == "learned"
+
+
 def test_re_embedding_a_sample_drops_its_ink_statistics(tmp_path, pipeline, images):
     """A sigedge from before the ink statistics re-embeds a gallery by rewriting the vectors
     and knows nothing of the statistics: the database's trigger drops them, rather than
