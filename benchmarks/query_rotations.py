@@ -22,6 +22,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -65,9 +66,13 @@ def evaluate_fold(fold: int, bundle: Path, draws: int) -> dict:
     return out
 
 
-def fold_arguments(doc: str | None, argv=None) -> tuple[argparse.Namespace, list[tuple[int, Path]]]:
-    """``--fold K=BUNDLE`` (repeatable), ``--draws`` and ``--out``, parsed; the folds as (K, bundle)."""
+def fold_arguments(doc: str | None, argv=None, more: Callable[[argparse.ArgumentParser], None] | None = None
+                   ) -> tuple[argparse.Namespace, list[tuple[int, Path]]]:
+    """``--fold K=BUNDLE`` (repeatable), ``--draws`` and ``--out`` (and what ``more`` adds to the
+    parser), parsed; the folds as (K, bundle)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if more is not None:
+        more(ap)
     ap.add_argument("--fold", action="append", required=True, metavar="K=BUNDLE",
                     help="a fold and its bundle, e.g. 1=runs/embedder-fold1/bundle (repeatable)")
     ap.add_argument("--draws", type=int, default=10)

@@ -88,7 +88,7 @@ from sigedge.errors import SigedgeError, UsageError
 from sigedge.evaluate import protocol_scores, stack_variants
 from sigedge.evaluate_cli import over_draws
 from sigedge.hinge import HingeSpec
-from sigedge.scoring import LearnedScorer, ScorerBackground, scorer_features, split_ink
+from sigedge.scoring import LearnedScorer, ScorerBackground, StripSpec, scorer_features, split_ink, split_strips
 
 log = logging.getLogger("export.fit_scorer")
 #: The ink statistics the shipped scorer uses: the geometric ones. Ink fraction and stroke
@@ -109,10 +109,12 @@ QUERY_ROTATIONS = (-10.0, 0.0, 10.0)
 BACKGROUND_SHRINK = 0.1
 
 
-def feature_names(statistics: tuple[str, ...], background: bool = False, hinge: HingeSpec | None = None) -> list[str]:
+def feature_names(statistics: tuple[str, ...], background: bool = False, hinge: HingeSpec | None = None,
+                  strips: StripSpec | None = None) -> list[str]:
     """Names of the scorer's features, in the order of its weights."""
     own = (["cosine", *statistics] + (["direction"] if background else [])
-           + ([f"hinge{length}" for length in hinge.fragments] if hinge is not None else []))
+           + ([f"hinge{length}" for length in hinge.fragments] if hinge is not None else [])
+           + ([f"strip{k + 1}" for k in range(strips.count)] if strips is not None else []))
     return own + [f"{n}-references" for n in own]
 
 
@@ -191,16 +193,20 @@ def describe_queries(pipe: Pipeline, rows: list[tuple[Path, str, str]]
 
 def scorer_trials(emb: np.ndarray, ink: np.ndarray, writers: list[str], kinds: list[str], refs: int, seed: int,
                   statistics: tuple[str, ...] = STATISTICS, background: ScorerBackground | None = None,
-                  hinge: HingeSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  hinge: HingeSpec | None = None, strips: StripSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Trial features (N, 2 * F; :func:`sigedge.scoring.scorer_features`) and kinds, with the
     draws of :func:`export.scoring.trials` (``ink``: the pipeline's ink vectors, the contour
-    hinge after the ink statistics where ``hinge`` is given)."""
+    hinge after the ink statistics where ``hinge`` is given, then the strip embeddings where
+    ``strips`` is)."""
     stats, hist = split_ink(ink, statistics, hinge)
+    parts = split_strips(ink, hinge, strips)
 
     def features(chosen: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return scorer_features(emb[rows], stats[rows], emb[chosen], stats[chosen], background=background,
                                query_hinge=None if hist is None else hist[rows],
-                               ref_hinge=None if hist is None else hist[chosen], hinge=hinge)
+                               ref_hinge=None if hist is None else hist[chosen], hinge=hinge,
+                               query_strips=None if parts is None else parts[rows],
+                               ref_strips=None if parts is None else parts[chosen], strips=strips)
 
     x, kind, _ = trials(emb, writers, kinds, refs, seed, features=features)
     return x, kind
@@ -210,7 +216,7 @@ def fit_scorer(sets: list[tuple[np.ndarray, np.ndarray, list[str], list[str]]], 
                draws: int = 3, statistics: tuple[str, ...] = STATISTICS,
                background: ScorerBackground | None = None, hinge: HingeSpec | None = None,
                set_backgrounds: list[ScorerBackground | None] | None = None,
-               collections: list[str] | None = None) -> tuple[LearnedScorer, dict]:
+               collections: list[str] | None = None, strips: StripSpec | None = None) -> tuple[LearnedScorer, dict]:
     """The scorer fitted on the trials of the given described sets (pooled), with ``refs[i]``
     references a writer in set ``i``. ``background`` is the scorer's; set ``i``'s trials are
     projected on ``set_backgrounds[i]`` where given (a set described by another fold's
@@ -218,7 +224,7 @@ def fit_scorer(sets: list[tuple[np.ndarray, np.ndarray, list[str], list[str]]], 
     each set's collection (default: each set its own): sets of one collection (the same
     collection described in several folds) weigh together as one."""
     backgrounds = set_backgrounds if set_backgrounds is not None else [background] * len(sets)
-    parts = [[scorer_trials(*s, r, 1000 + d, statistics, b, hinge) for d in range(draws)]
+    parts = [[scorer_trials(*s, r, 1000 + d, statistics, b, hinge, strips) for d in range(draws)]
              for s, r, b in zip(sets, refs, backgrounds)]
     x = np.vstack([p[0] for per_set in parts for p in per_set])
     kind = np.concatenate([p[1] for per_set in parts for p in per_set])
@@ -240,7 +246,7 @@ def fit_scorer(sets: list[tuple[np.ndarray, np.ndarray, list[str], list[str]]], 
     # this default by the validation writers' own: training writers' references agree more)
     scorer = LearnedScorer(coef=tuple(float(c) for c in coef), intercept=float(intercept),
                            own_default=tuple(float(v) for v in own.mean(axis=0)), statistics=statistics,
-                           background=background, hinge=hinge)
+                           background=background, hinge=hinge, strips=strips)
     info = {"trials": int(len(kind)), "trials_by_kind": {k: int((kind == k).sum()) for k in ("genuine", "skilled", "random")}}
     return scorer, info
 
@@ -322,7 +328,7 @@ def validation_own_features(scorer: LearnedScorer, val: dict) -> tuple[float, ..
     for coll in FIT_COLLECTIONS:
         emb, ink, writers, kinds = val[coll]
         x, _ = scorer_trials(emb, ink, writers, kinds, EVAL_REFERENCES[coll], 0, scorer.statistics, scorer.background,
-                             scorer.hinge)
+                             scorer.hinge, scorer.strips)
         n = x.shape[1] // 2
         own.append(x[:, :n] - x[:, n:])
     return tuple(float(v) for v in np.vstack(own).mean(axis=0))
@@ -331,11 +337,12 @@ def validation_own_features(scorer: LearnedScorer, val: dict) -> tuple[float, ..
 def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, draws: int = 10,
                command: str = "python -m export.fit_scorer",
                query_rotations: tuple[float, ...] = QUERY_ROTATIONS, background: bool = False,
-               hinge: bool = False, cross_fit: list[tuple[Path, Path]] | None = None) -> dict:
+               hinge: bool = False, cross_fit: list[tuple[Path, Path]] | None = None, strips: bool = False) -> dict:
     """Fit, report and (with ``write``) rewrite the bundle's verification block (with
     ``background``, the scorer also weighs the query's projection on its references' direction
     away from the training writers, :class:`sigedge.scoring.ScorerBackground`; with ``hinge``,
-    the contour-hinge distances; with ``cross_fit`` (split folder, bundle) pairs, it is fitted
+    the contour-hinge distances; with ``strips``, the distances of the strip embeddings
+    (:class:`sigedge.scoring.StripSpec`); with ``cross_fit`` (split folder, bundle) pairs, it is fitted
     on those folds' validation writers, each described by its own fold's bundle)."""
     from export.export_embedder import calibrate, decision_band
 
@@ -346,8 +353,11 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
         raise UsageError("the bundle states a writer normalisation; a bundle is calibrated for one scorer")
     spec = HingeSpec() if hinge else None
     pipe.hinge = spec  # measured beside the ink statistics from here on
+    strip_spec = StripSpec(dim=pipe.dim) if strips else None
+    pipe.strips = strip_spec
     if cross_fit:
-        fit_sets, set_backgrounds, fit_collections, fitted_on = _cross_fit_sets(splits, cross_fit, spec, background)
+        fit_sets, set_backgrounds, fit_collections, fitted_on = _cross_fit_sets(splits, cross_fit, spec, background,
+                                                                                strip_spec)
     else:
         fit_sets = [describe_rows(pipe, read_split(splits / f"{c}_train.csv")) for c in FIT_COLLECTIONS]
         set_backgrounds, fit_collections = None, None
@@ -362,8 +372,8 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
         log.info("background: %d signatures of %d writers", len(vectors), len(set(writers)))
     scorer, info = fit_scorer(fit_sets, [EVAL_REFERENCES[c] for c in fit_collections or FIT_COLLECTIONS],
                               background=population, hinge=spec, set_backgrounds=set_backgrounds,
-                              collections=fit_collections)
-    names = feature_names(scorer.statistics, population is not None, spec)
+                              collections=fit_collections, strips=strip_spec)
+    names = feature_names(scorer.statistics, population is not None, spec, strip_spec)
     log.info("scorer fitted on %d trials: weights %s, intercept %.3f", info["trials"],
              {n: round(c, 3) for n, c in zip(names, scorer.coef)}, scorer.intercept)
     val, variants = {}, {}
@@ -429,6 +439,7 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
             "one_reference_at_default_threshold": one_reference,
             **({"background": scorer.background.to_manifest()} if scorer.background is not None else {}),
             **({"hinge": scorer.hinge.to_manifest()} if scorer.hinge is not None else {}),
+            **({"strips": scorer.strips.to_manifest()} if scorer.strips is not None else {}),
         },
         "thresholds": thresholds,
         "band": decision_band(thresholds),
@@ -449,8 +460,8 @@ def fit_bundle(bundle: Path | None, splits: Path = SPLITS, write: bool = True, d
     return ver
 
 
-def _cross_fit_sets(splits: Path, cross_fit: list[tuple[Path, Path]], hinge: HingeSpec | None, background: bool
-                    ) -> tuple[list, list, list[str], str]:
+def _cross_fit_sets(splits: Path, cross_fit: list[tuple[Path, Path]], hinge: HingeSpec | None, background: bool,
+                    strips: StripSpec | None = None) -> tuple[list, list, list[str], str]:
     """The described validation writers of other folds (each by its own fold's bundle), their
     backgrounds, collections, and a sentence saying so. Refuses a fold whose validation
     writers are also ``splits``' (those report and calibrate the scorer)."""
@@ -463,6 +474,7 @@ def _cross_fit_sets(splits: Path, cross_fit: list[tuple[Path, Path]], hinge: Hin
             raise UsageError(f"{fold_bundle}: cross-fitting with a background needs each fold's bundle fitted with one "
                              f"(python -m export.fit_scorer --bundle {fold_bundle} --splits {fold_splits} --background)")
         fold_pipe.hinge = hinge
+        fold_pipe.strips = strips
         for c in FIT_COLLECTIONS:
             if not (fold_splits / f"{c}_val.csv").exists():
                 raise UsageError(f"--cross-fit: no {c}_val.csv in {fold_splits}")
@@ -501,6 +513,9 @@ def main(argv=None) -> int:
                          "the thresholds are calibrated so (default: %(default)s; 0 turns no query)")
     ap.add_argument("--hinge", action="store_true",
                     help="also weigh the contour hinge of the ink (sigedge.hinge; the manifest then states it)")
+    ap.add_argument("--strips", action="store_true",
+                    help="also weigh the embeddings of overlapping strips of the ink (sigedge.scoring.StripSpec; the "
+                         "manifest then states them)")
     ap.add_argument("--cross-fit", action="append", default=[], metavar="SPLITS=BUNDLE",
                     help="fit on the validation writers of another fold (its split folder) described by that fold's "
                          "bundle, instead of on this bundle's training writers (repeatable)")
@@ -514,7 +529,7 @@ def main(argv=None) -> int:
         rotations = parse_rotations(args.query_rotations)  # as sigedge verify --query-rotations reads it
         cross_fit = [_splits_and_bundle(text) for text in args.cross_fit]
         ver = fit_bundle(args.bundle, args.splits, write=not args.dry_run, draws=args.draws, command=command,
-                         query_rotations=rotations, background=args.background, hinge=args.hinge,
+                         query_rotations=rotations, background=args.background, hinge=args.hinge, strips=args.strips,
                          cross_fit=cross_fit)
     except SigedgeError as exc:  # a refused fit or bad input: one line, no traceback
         log.error("%s", exc)

@@ -21,7 +21,7 @@ from .clean import clean_signature
 from .cli_common import print_table
 from .imageio import load_image, read_image_bytes
 from .interpreter import TFLiteModel, interpreter_backend
-from .normalize import normalize_signature
+from .normalize import ink_strips, normalize_signature
 from .hinge import contour_hinge
 from .scoring import LearnedScorer, cosine_similarities, fuse_scores, ink_statistics, l2_normalize
 from .synth import synthetic_signature
@@ -102,6 +102,15 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         if scorer.hinge is not None:  # traced on the cleaned crop, as the pipeline does
             inks = np.hstack([inks, np.stack([contour_hinge(img, scorer.hinge, opts) for img in cleaned])])
             stages["contour_hinge"] = time_stage(lambda img: contour_hinge(img, scorer.hinge, opts), cleaned, repeat)
+        if scorer.strips is not None:  # each strip normalised and embedded by the int8 embedder, as the pipeline does
+            embedder = TFLiteModel(bundle.models["embedder"].file, threads=1)
+
+            def strip_embeddings(img: np.ndarray) -> np.ndarray:
+                return np.concatenate([l2_normalize(embedder(normalize_signature(s, opts).canvas[..., None]))
+                                       for s in ink_strips(img, scorer.strips.count, scorer.strips.span, opts)])
+
+            inks = np.hstack([inks, np.stack([strip_embeddings(img) for img in cleaned])])
+            stages["strip_embeddings"] = time_stage(strip_embeddings, cleaned, repeat)
         stages["score_learned"] = time_stage(lambda i: scorer.score(embeddings["embedder"][i], inks[i], refs, inks[:5]),
                                              list(range(len(canvases))), repeat)
         if scorer.background is not None:  # the same scorer less its direction feature: what the background costs
@@ -127,18 +136,23 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         stages["describe_query"] = time_stage(pipe.describe_query, decoded, repeat)
         report["query_rotations_cost_vs_upright"] = (stages["describe_query"]["p50_ms"]
                                                      / stages["describe_upright"]["p50_ms"])
-        if pipe.hinge is not None:  # the same query without the contour hinge: what the hinge costs
-            pipe.hinge = None
-            stages["describe_query_without_hinge"] = time_stage(pipe.describe_query, decoded, repeat)
-            report["contour_hinge_cost_vs_without"] = (stages["describe_query"]["p50_ms"]
-                                                       / stages["describe_query_without_hinge"]["p50_ms"])
+        # the same query without the contour hinge, or without the strips: what each costs
+        for part, name in (("hinge", "contour_hinge"), ("strips", "strip_embeddings")):
+            kept = getattr(pipe, part)
+            if kept is None:
+                continue
+            setattr(pipe, part, None)
+            stages[f"describe_query_without_{part}"] = time_stage(pipe.describe_query, decoded, repeat)
+            report[f"{name}_cost_vs_without"] = (stages["describe_query"]["p50_ms"]
+                                                 / stages[f"describe_query_without_{part}"]["p50_ms"])
+            setattr(pipe, part, kept)
     _bench_detector(bundle, report, repeat, pages)
     score = ("score_learned",) if "score_learned" in stages else ("score",)
     if len(rotations) > 1:  # decode, clean once, then normalise + embed + measure + score an angle
         total = stages["decode"]["p50_ms"] + stages["describe_query"]["p50_ms"] + len(rotations) * sum(
             stages[s]["p50_ms"] for s in score)
     else:
-        scoring = (("ink_statistics", *(("contour_hinge",) if "contour_hinge" in stages else ()), *score)
+        scoring = (("ink_statistics", *(s for s in ("contour_hinge", "strip_embeddings") if s in stages), *score)
                    if "score_learned" in stages else score)
         total = sum(stages[s]["p50_ms"] for s in ("decode", "normalise", *scoring)) + stages.get(
             "embed_int8", stages.get("embed_float32"))["p50_ms"]

@@ -119,7 +119,9 @@ def verify(
             typer.echo(f"{verdict}  score {result.score:.4f}  threshold {result.threshold:.4f} ({result.operating_point})"
                        f"  band: {result.band}")
             if result.scorer == "learned":
-                extras = "ink statistics" + (" and contour hinge" if pipe.scorer.hinge is not None else "")
+                measured = ["ink statistics"] + (["contour hinge"] if pipe.scorer.hinge is not None else []) + (
+                    ["strip embeddings"] if pipe.scorer.strips is not None else [])
+                extras = ", ".join(measured[:-1]) + " and " + measured[-1] if len(measured) > 1 else measured[0]
                 typer.echo(f"score: the learned scorer's genuine probability (cosine {result.cosine:.4f}, with "
                            f"{extras})")
             if result.reference_agreement is not None and result.writer_normalised:

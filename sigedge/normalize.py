@@ -30,6 +30,7 @@ __all__ = [
     "NormalizeOptions",
     "NormalizedSignature",
     "normalize_signature",
+    "ink_strips",
     "to_gray",
     "flatten_background",
     "binarize",
@@ -228,6 +229,24 @@ def find_ink(gray: np.ndarray, options: NormalizeOptions) -> tuple[np.ndarray, n
     flat = flatten_background(gray)
     mask = binarize(flat, options.threshold, options.min_contrast)
     return flat, remove_specks(mask, options.speck_fraction, options.min_speck_pixels)
+
+
+def ink_strips(image: np.ndarray, count: int, span: float, options: NormalizeOptions | None = None) -> list[np.ndarray]:
+    """The image cut to ``count`` evenly spaced, overlapping vertical strips of its ink box, each
+    ``span`` of the box's width, left to right (:class:`sigedge.scoring.StripSpec`); the whole
+    image stands in for a strip that holds no ink."""
+    _, mask = find_ink(to_gray(image), options or NormalizeOptions())
+    box = crop_to_ink(mask)
+    if box is None:
+        raise NoSignatureError("no ink found to cut into strips")
+    x0, _, x1, _ = box
+    width = x1 - x0
+    cut = max(1, int(round(span * width)))
+    out = []
+    for i in range(count):
+        start = x0 + int(round(i * (width - cut) / max(count - 1, 1)))
+        out.append(image[:, start:start + cut] if mask[:, start:start + cut].any() else image)
+    return out
 
 
 def normalize_signature(image: np.ndarray, options: NormalizeOptions | None = None) -> NormalizedSignature:

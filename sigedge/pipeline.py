@@ -16,8 +16,8 @@ from .errors import MissingCleanerError, ModelError, NoSignatureError, UsageErro
 from .hinge import HingeSpec, contour_hinge
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
-from .normalize import NormalizedSignature, normalize_signature, rotate_image
-from .scoring import (INK_STATISTICS, Fusion, LearnedScorer, WriterNormalisation, cosine_similarities,
+from .normalize import NormalizedSignature, ink_strips, normalize_signature, rotate_image
+from .scoring import (INK_STATISTICS, Fusion, LearnedScorer, StripSpec, WriterNormalisation, cosine_similarities,
                       fuse_scores, ink_statistics, ink_width, l2_normalize, reference_agreement)
 
 __all__ = ["Pipeline", "PipelineOptions", "VerifyResult", "PageSignature", "SignatureFeatures"]
@@ -83,7 +83,8 @@ class SignatureFeatures:
 
     embedding: np.ndarray  # float32 (D,), L2-normalised
     #: float32 (:attr:`Pipeline.ink_width`,): the four :func:`sigedge.scoring.ink_statistics`,
-    #: then the :func:`sigedge.hinge.contour_hinge` where the bundle's scorer weighs it
+    #: then the :func:`sigedge.hinge.contour_hinge` and the strip embeddings
+    #: (:class:`sigedge.scoring.StripSpec`) where the bundle's scorer weighs them
     ink: np.ndarray
 
 
@@ -178,6 +179,11 @@ class Pipeline:
         #: the bundle's scorer's even when these options score by the cosine, so that a gallery
         #: enrolled through them holds what the bundle's scorer needs
         self.hinge = HingeSpec.from_manifest((ver.get("scorer") or {}).get("hinge"))
+        #: the strips embedded after the hinge (None: none), as the bundle's scorer states them
+        self.strips = StripSpec.from_manifest((ver.get("scorer") or {}).get("strips"))
+        if self.strips is not None and self.strips.dim != self.dim:
+            raise ModelError(f"{self.bundle.directory}: the scorer's strip embeddings have dimension "
+                             f"{self.strips.dim}, the embedder {self.dim}")
         background = None if self.scorer is None else self.scorer.background
         if background is not None and len(background.mean) != self.dim:
             raise ModelError(f"{self.bundle.directory}: the scorer's background has dimension {len(background.mean)}, "
@@ -318,24 +324,32 @@ class Pipeline:
     @property
     def ink_width(self) -> int:
         """Values of a signature's ink vector (:attr:`SignatureFeatures.ink`): the ink
-        statistics, then the contour hinge where the bundle's scorer weighs it."""
-        return ink_width(self.hinge)
+        statistics, then the contour hinge and the strip embeddings where the bundle's scorer
+        weighs them."""
+        return ink_width(self.hinge, self.strips)
 
     @property
     def ink_layout(self) -> str:
         """What an ink vector holds, as a gallery records it: ``statistics``, and the contour
-        hinge's settings where there is one. Vectors of two layouts of the same length are not
+        hinge's and the strips' settings where there are some. Vectors of two layouts of the same length are not
         comparable (another hinge height or stroke gives other histograms)."""
-        if self.hinge is None:
-            return "statistics"
-        h = self.hinge
-        return f"statistics+hinge:{h.stroke},{h.height},{'-'.join(str(f) for f in h.fragments)},{h.bins}"
+        layout = "statistics"
+        if self.hinge is not None:
+            h = self.hinge
+            layout += f"+hinge:{h.stroke},{h.height},{'-'.join(str(f) for f in h.fragments)},{h.bins}"
+        if self.strips is not None:  # the embedder's sha256 is the gallery's already
+            layout += f"+strips:{self.strips.count},{self.strips.span:g}"
+        return layout
 
     def _features(self, cleaned: np.ndarray) -> SignatureFeatures:
         canvas = normalize_signature(cleaned, self.normalize_options).canvas
         ink = ink_statistics(canvas)
         if self.hinge is not None:  # traced on the cleaned image, not the coarse canvas
             ink = np.concatenate([ink, contour_hinge(cleaned, self.hinge, self.normalize_options)])
+        if self.strips is not None:  # each strip normalised and embedded as a whole signature is
+            ink = np.concatenate([ink, *(self.embed_canvas(normalize_signature(strip, self.normalize_options).canvas)
+                                         for strip in ink_strips(cleaned, self.strips.count, self.strips.span,
+                                                                 self.normalize_options))])
         return SignatureFeatures(self.embed_canvas(canvas), ink)
 
     def describe_many(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:

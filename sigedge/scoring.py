@@ -11,8 +11,10 @@ import numpy as np
 from .errors import ModelError, NoSignatureError
 from .hinge import HingeSpec, hinge_distances
 
-__all__ = ["Fusion", "HingeSpec", "INK_STATISTICS", "LearnedScorer", "ScorerBackground", "WriterNormalisation", "cosine_similarities", "fuse_many", "fuse_scores",
-           "ink_statistics", "ink_width", "l2_normalize", "reference_agreement", "reference_features", "scorer_features", "split_ink"]
+__all__ = ["Fusion", "HingeSpec", "INK_STATISTICS", "LearnedScorer", "ScorerBackground", "StripSpec", "WriterNormalisation",
+           "cosine_similarities", "fuse_many", "fuse_scores", "ink_statistics", "ink_width", "l2_normalize",
+           "reference_agreement", "reference_features", "scorer_features", "split_ink", "split_strips",
+           "strip_distances"]
 
 Fusion = Literal["mean", "max", "top2"]
 
@@ -104,10 +106,65 @@ class WriterNormalisation:
 INK_STATISTICS = ("log_aspect", "log_ink_fraction", "log_stroke_width", "log_components")
 
 
-def ink_width(hinge: HingeSpec | None) -> int:
+@dataclass(frozen=True)
+class StripSpec:
+    """Embeddings of overlapping vertical strips of a signature, for the learned scorer.
+
+    The ink box is cut into ``count`` evenly spaced strips, each ``span`` of its width (two:
+    the left and the right 60 %), and each strip is normalised and embedded alone, as a whole
+    signature is. A forger who gets the whole shape right gets its parts less right; the
+    whole signature's embedding, squeezed into 128 x 256 pixels, sees them coarsely. The
+    scorer weighs one minus the cosine of each strip's embedding to the references' same
+    strip. ``dim`` is the embedder's: the manifest states it so that a bundle's contract is
+    read, not guessed (model card, "Strip embeddings").
+    """
+
+    count: int = 2
+    span: float = 0.6
+    dim: int = 128
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0.0 < self.span <= 1.0 or self.dim < 1:
+            raise ModelError(f"strip embeddings need at least one strip, a span in (0, 1] and a dimension, not {self}")
+
+    @property
+    def size(self) -> int:
+        """Values of one signature's strip embeddings: ``count`` embeddings of ``dim``."""
+        return self.count * self.dim
+
+    def to_manifest(self) -> dict:
+        return {"count": self.count, "span": self.span, "dim": self.dim,
+                "distance": "one minus the cosine of each strip's embedding"}
+
+    @classmethod
+    def from_manifest(cls, block: dict | None) -> "StripSpec | None":
+        if not block:
+            return None
+        try:
+            return cls(count=int(block["count"]), span=float(block["span"]), dim=int(block["dim"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"the manifest's strip embeddings are malformed ({exc!r})") from None
+
+
+def strip_distances(a: np.ndarray, b: np.ndarray, spec: StripSpec) -> np.ndarray:
+    """One minus the cosine of each strip's (unit-length) embedding, (..., spec.count), between
+    strip embeddings (..., spec.size) that broadcast."""
+    a = np.asarray(a, np.float64).reshape(*np.shape(a)[:-1], spec.count, spec.dim)
+    b = np.asarray(b, np.float64).reshape(*np.shape(b)[:-1], spec.count, spec.dim)
+    return 1.0 - np.sum(a * b, axis=-1)
+
+
+def ink_width(hinge: HingeSpec | None, strips: StripSpec | None = None) -> int:
     """Values of a signature's ink vector: the :data:`INK_STATISTICS`, then the contour hinge
-    where there is one."""
-    return len(INK_STATISTICS) + (hinge.size if hinge is not None else 0)
+    where there is one, then the strip embeddings where there are some."""
+    return len(INK_STATISTICS) + (hinge.size if hinge is not None else 0) + (strips.size if strips is not None else 0)
+
+
+def split_strips(ink: np.ndarray, hinge: HingeSpec | None, strips: StripSpec | None) -> np.ndarray | None:
+    """The strip embeddings (N, strips.size) of ink vectors (N, K), or None without them."""
+    if strips is None:
+        return None
+    return np.atleast_2d(ink)[:, ink_width(hinge):ink_width(hinge, strips)]
 
 
 def split_ink(ink: np.ndarray, statistics: tuple[str, ...], hinge: HingeSpec | None
@@ -233,13 +290,16 @@ def reference_features(ref_emb: np.ndarray, ref_ink: np.ndarray) -> np.ndarray |
 def scorer_features(query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray, ref_ink: np.ndarray,
                     own_default: np.ndarray | None = None, background: ScorerBackground | None = None,
                     query_hinge: np.ndarray | None = None, ref_hinge: np.ndarray | None = None,
-                    hinge: HingeSpec | None = None) -> np.ndarray:
+                    hinge: HingeSpec | None = None, query_strips: np.ndarray | None = None,
+                    ref_strips: np.ndarray | None = None, strips: StripSpec | None = None) -> np.ndarray:
     """(N, 2 * F) features of N queries (rows of ``query_emb``) against one writer's
     references: what :class:`LearnedScorer` weighs. F is 1 + S (the cosine and S ink
     statistics), plus 1 with a ``background`` (the projection on the references' direction),
     plus one a fragment length with a ``hinge`` (the mean chi-square distance of the query's
     contour-hinge histograms, ``query_hinge`` (N, hinge.size), to the references',
-    ``ref_hinge``). ``own_default`` stands in for the references' own features when there is
+    ``ref_hinge``), plus one a strip with ``strips`` (one minus the mean cosine of each strip's
+    embedding, ``query_strips`` (N, strips.size), to the references' same strip,
+    ``ref_strips``). ``own_default`` stands in for the references' own features when there is
     only one reference."""
     q_emb = np.atleast_2d(np.asarray(query_emb, np.float32))
     q_ink = np.atleast_2d(np.asarray(query_ink, np.float32))
@@ -250,14 +310,17 @@ def scorer_features(query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.nd
         proj, own_proj = background.projections(q_emb, r_emb)
         pair = np.hstack([pair, proj[:, None]])
         own = None if own is None else np.r_[own, own_proj]
-    if hinge is not None:
-        if query_hinge is None or ref_hinge is None:
-            raise ValueError("a scorer with a contour hinge needs the query's and the references' hinge descriptors")
-        q_h, r_h = np.atleast_2d(query_hinge), np.atleast_2d(ref_hinge)
-        pair = np.hstack([pair, hinge_distances(q_h[:, None, :], r_h[None, :, :], hinge).mean(axis=1)])
+    for spec, q, r, distances, what in ((hinge, query_hinge, ref_hinge, hinge_distances, "contour hinge"),
+                                        (strips, query_strips, ref_strips, strip_distances, "strip embeddings")):
+        if spec is None:
+            continue
+        if q is None or r is None:
+            raise ValueError(f"a scorer with a {what} needs the query's and the references' {what}")
+        q, r = np.atleast_2d(q), np.atleast_2d(r)
+        pair = np.hstack([pair, distances(q[:, None, :], r[None, :, :], spec).mean(axis=1)])
         if own is not None:
-            i, j = np.triu_indices(len(r_h), k=1)
-            own = np.r_[own, hinge_distances(r_h[i], r_h[j], hinge).mean(axis=0)]
+            i, j = np.triu_indices(len(r), k=1)
+            own = np.r_[own, distances(r[i], r[j], spec).mean(axis=0)]
     if own is None:
         if own_default is None:
             raise ValueError("one reference: the references' own features need a default")
@@ -276,8 +339,9 @@ class LearnedScorer:
     per-writer normalisation the regression weighs); with a ``background``, the query's
     projection on its references' direction away from other writers; with a ``hinge``, the
     chi-square distances of the query's contour-hinge histograms (:mod:`sigedge.hinge`) to
-    the references'. A signature's ink vector is then its :func:`ink_statistics` followed by
-    its :func:`sigedge.hinge.contour_hinge` (:attr:`width` values). The score is the regression's
+    the references'; with ``strips``, how far each strip's embedding is from the references'
+    (:class:`StripSpec`). A signature's ink vector is then its :func:`ink_statistics` followed by
+    its :func:`sigedge.hinge.contour_hinge` and its strip embeddings (:attr:`width` values). The score is the regression's
     probability that the query is genuine, in [0, 1]. The weights are fitted by
     ``export/fit_scorer.py`` on the embedder's training writers, then rescaled (one slope and
     one offset) on validation writers, which the embedder never saw, so that the probability
@@ -294,6 +358,7 @@ class LearnedScorer:
     statistics: tuple[str, ...] = INK_STATISTICS
     background: ScorerBackground | None = None
     hinge: HingeSpec | None = None
+    strips: StripSpec | None = None
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.statistics if s not in INK_STATISTICS]
@@ -301,10 +366,11 @@ class LearnedScorer:
             raise ModelError(f"the scorer uses ink statistics {unknown} this runtime does not measure "
                              f"(it measures {list(INK_STATISTICS)})")
         n = (1 + len(self.statistics) + (self.background is not None)
-             + (len(self.hinge.fragments) if self.hinge is not None else 0))
+             + (len(self.hinge.fragments) if self.hinge is not None else 0)
+             + (self.strips.count if self.strips is not None else 0))
         if len(self.coef) != 2 * n or len(self.own_default) != n:
             what = (f"{len(self.statistics)} ink statistics" + (", a background" if self.background else "")
-                    + (", a contour hinge" if self.hinge else ""))
+                    + (", a contour hinge" if self.hinge else "") + (", strip embeddings" if self.strips else ""))
             raise ModelError(f"a scorer over {what} needs {2 * n} weights and {n} "
                              f"defaults, not {len(self.coef)} and {len(self.own_default)}")
 
@@ -320,7 +386,8 @@ class LearnedScorer:
                        own_default=tuple(float(c) for c in block["own_default"]),
                        statistics=tuple(str(s) for s in block["ink_statistics"]),
                        background=None if background is None else ScorerBackground.from_manifest(background),
-                       hinge=HingeSpec.from_manifest(block.get("hinge")))
+                       hinge=HingeSpec.from_manifest(block.get("hinge")),
+                       strips=StripSpec.from_manifest(block.get("strips")))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"the manifest's verification.scorer is malformed ({exc!r})") from None
 
@@ -332,8 +399,8 @@ class LearnedScorer:
     @property
     def width(self) -> int:
         """Values of a signature's ink vector the scorer reads: the ink statistics, then the
-        contour hinge when it has one."""
-        return ink_width(self.hinge)
+        contour hinge and the strip embeddings when it has them."""
+        return ink_width(self.hinge, self.strips)
 
     def decision_many(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,
                       ref_ink: np.ndarray) -> np.ndarray:
@@ -344,12 +411,14 @@ class LearnedScorer:
         q_ink, r_ink = np.atleast_2d(query_ink), np.atleast_2d(ref_ink)
         if q_ink.shape[1] < self.width or r_ink.shape[1] < self.width:
             raise ValueError(f"the scorer reads {self.width} values of each signature's ink vector (ink statistics"
-                             f"{' and contour hinge' if self.hinge else ''}); got {q_ink.shape[1]} and "
+                             f"{', contour hinge' if self.hinge else ''}{', strip embeddings' if self.strips else ''}"
+                             f"); got {q_ink.shape[1]} and "
                              f"{r_ink.shape[1]}")
         (q_stats, q_hinge), (r_stats, r_hinge) = (split_ink(q_ink, self.statistics, self.hinge),
                                                   split_ink(r_ink, self.statistics, self.hinge))
         x = scorer_features(query_emb, q_stats, ref_emb, r_stats, np.asarray(self.own_default), self.background,
-                            q_hinge, r_hinge, self.hinge)
+                            q_hinge, r_hinge, self.hinge, split_strips(q_ink, self.hinge, self.strips),
+                            split_strips(r_ink, self.hinge, self.strips), self.strips)
         return x @ np.asarray(self.coef) + self.intercept
 
     def score_many(self, query_emb: np.ndarray, query_ink: np.ndarray, ref_emb: np.ndarray,

@@ -325,3 +325,55 @@ def test_cross_fitting_on_a_folder_without_the_split_is_one_usage_error(tmp_path
                  "--cross-fit", f"{tmp_path / 'nowhere'}={bundle}"]) == 2
     assert "no sigcomp2011_dutch_val.csv in" in caplog.text
     assert (bundle / "manifest.json").read_bytes() == before
+
+
+def test_fit_bundle_with_strips_states_them_and_the_pipeline_embeds_them(tmp_path, monkeypatch):
+    import export.fit_scorer as fs
+    from sigedge.errors import ModelError
+    from sigedge.hinge import HingeSpec
+    from sigedge.scoring import StripSpec
+
+    seen = {}
+
+    def fit(sets, refs, background=None, hinge=None, set_backgrounds=None, collections=None, strips=None, **kw):
+        seen.update(widths={ink.shape[1] for _, ink, _, _ in sets}, strips=strips)
+        n = 1 + len(STATISTICS) + len(hinge.fragments) + strips.count
+        return LearnedScorer(coef=(10.0,) + (0.0,) * (2 * n - 1), intercept=-8.0, own_default=(0.9,) + (0.1,) * (n - 1),
+                             statistics=STATISTICS, hinge=hinge, strips=strips), {"trials": 1}
+
+    monkeypatch.setattr(fs, "fit_scorer", fit)
+    bundle, other = tmp_path / "bundle", tmp_path / "other"
+    shutil.copytree(default_bundle_dir(), bundle)
+    shutil.copytree(default_bundle_dir(), other)
+    splits, other_splits = fake_splits(tmp_path / "a"), fake_splits(tmp_path / "b")
+    ver = fit_bundle(bundle, splits, draws=1, query_rotations=(0.0,), hinge=True, strips=True,
+                     cross_fit=[(other_splits, other)])
+    dim = Pipeline(bundle).dim
+    # the other fold's bundle measured the strips too, with its own embedder
+    assert seen["strips"] == StripSpec(dim=dim) and seen["widths"] == {len(INK_STATISTICS) + HingeSpec().size + 2 * dim}
+    block = ver["scorer"]
+    assert block["strips"] == StripSpec(dim=dim).to_manifest() and block["features"][5:7] == ["strip1", "strip2"]
+    pipe = Pipeline(bundle)
+    assert pipe.strips == pipe.scorer.strips == StripSpec(dim=dim)
+    assert pipe.ink_layout == "statistics+hinge:skeleton,200,4-8,12+strips:2,0.6"
+    images = sorted((splits / "ssbi_val").glob("*.png"))
+    ink = pipe.describe(images[0]).ink
+    assert ink.shape == (pipe.ink_width,) == (len(INK_STATISTICS) + HingeSpec().size + 2 * dim,)
+    # each strip's embedding is unit length, as a whole signature's is
+    np.testing.assert_allclose(np.linalg.norm(ink[-2 * dim:].reshape(2, dim), axis=1), 1.0, atol=1e-4)
+    assert pipe.verify(images[0], images[1:4]).scorer == "learned"
+    with Gallery(tmp_path / "g", pipe) as g:
+        g.enroll("w", images[1:4])
+        assert g.verify("w", images[0]).scorer == "learned"
+    from sigedge.bench import run_bench  # times the strips (this bundle turns no query: each stage once)
+
+    report = run_bench(bundle, [], repeat=1)
+    stages = report["stages"]
+    assert stages["strip_embeddings"]["p50_ms"] > 0 and report["end_to_end_p50_ms"] > sum(
+        stages[s]["p50_ms"] for s in ("decode", "normalise", "strip_embeddings"))
+    # a manifest whose strips are of another dimension than its embedder is refused at load
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["verification"]["scorer"]["strips"]["dim"] = dim + 1
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="strip embeddings have dimension"):
+        Pipeline(bundle)

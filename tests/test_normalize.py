@@ -63,3 +63,24 @@ def test_to_gray_is_the_darkest_channel(channels):
     gray = to_gray(image)
     assert gray.dtype == np.uint8 and np.array_equal(gray, image.min(axis=2))
     assert to_gray(gray) is gray
+
+
+def test_ink_strips_cut_the_ink_box_into_overlapping_strips():
+    from sigedge.normalize import crop_to_ink, find_ink, ink_strips
+
+    img = np.full((60, 400), 255, np.uint8)
+    cv2.line(img, (100, 30), (300, 30), 0, 3)
+    x0, _, x1, _ = crop_to_ink(find_ink(img, NormalizeOptions())[1])
+    assert abs(x0 - 100) <= 3 and abs(x1 - 300) <= 3
+    cut = round(0.6 * (x1 - x0))
+    left, right = ink_strips(img, 2, 0.6)  # 60 % of the ink box each, from its left and its right end
+    np.testing.assert_array_equal(left, img[:, x0:x0 + cut])
+    np.testing.assert_array_equal(right, img[:, x1 - cut:x1])
+    assert [s.shape[1] for s in ink_strips(img, 3, 0.5)] == [round(0.5 * (x1 - x0))] * 3
+    dots = np.full((60, 400), 255, np.uint8)
+    cv2.circle(dots, (20, 30), 5, 0, -1)
+    cv2.circle(dots, (380, 30), 5, 0, -1)
+    middle = ink_strips(dots, 3, 0.2)[1]  # the gap between two dots holds no ink: the whole stands in
+    assert middle.shape == dots.shape
+    with pytest.raises(NoSignatureError):
+        ink_strips(np.full((60, 400), 255, np.uint8), 2, 0.6)

@@ -445,3 +445,31 @@ def test_learned_scorer_with_a_contour_hinge_reads_it_after_the_ink_statistics()
         scorer.score(refs[0], stats, refs, ref_ink[:, :len(INK_STATISTICS)])
     with pytest.raises(ModelError, match="a contour hinge needs 6 weights"):
         LearnedScorer.from_manifest({**block, "coef": block["coef"][:4]})
+
+
+def test_learned_scorer_with_strip_embeddings_reads_them_after_the_hinge():
+    from sigedge.errors import ModelError
+    from sigedge.hinge import HingeSpec
+    from sigedge.scoring import INK_STATISTICS, LearnedScorer, StripSpec, strip_distances
+
+    hinge, strips = HingeSpec(fragments=(4,), bins=2), StripSpec(count=2, span=0.6, dim=3)
+    # features: cosine, aspect, hinge4, strip1, strip2 and each minus the references' own; strip2 alone weighs
+    block = {"kind": "logistic", "coef": [0.0] * 4 + [-10.0] + [0.0] * 5, "intercept": 0.0,
+             "own_default": [0.9, 0.1, 0.0, 0.0, 0.0], "ink_statistics": ["log_aspect"],
+             "hinge": hinge.to_manifest(), "strips": strips.to_manifest()}
+    scorer = LearnedScorer.from_manifest(block)
+    assert scorer.strips == strips and scorer.width == len(INK_STATISTICS) + 4 + 6
+    refs = np.eye(3, 8, dtype=np.float32)
+    head = np.r_[np.zeros(len(INK_STATISTICS)), 1.0, 0.0, 0.0, 0.0]
+    e = np.eye(3)
+    ref_ink = np.stack([np.r_[head, e[0], e[1]]] * 3)
+    alike = scorer.score(refs[0], np.r_[head, e[2], e[1]], refs, ref_ink)  # only strip 1 differs: unweighed
+    unlike = scorer.score(refs[0], np.r_[head, e[0], e[2]], refs, ref_ink)  # strip 2 at right angles
+    assert alike == pytest.approx(0.5) and unlike < 0.01
+    np.testing.assert_allclose(strip_distances(np.r_[e[0], e[1]], np.r_[e[0], e[2]], strips), [0.0, 1.0])
+    with pytest.raises(ValueError, match="reads 14 values"):  # measured without the strips
+        scorer.score(refs[0], head, refs, ref_ink[:, :8])
+    with pytest.raises(ModelError, match="strip embeddings are malformed"):
+        LearnedScorer.from_manifest({**block, "strips": {"count": 2}})
+    with pytest.raises(ModelError, match="strip embeddings need 10 weights|needs 10 weights"):
+        LearnedScorer.from_manifest({**block, "coef": block["coef"][:8]})
