@@ -206,6 +206,9 @@ class GalleryInfo:
     #: how the references were cleaned (:attr:`Pipeline.cleaning`; "" for galleries made
     #: before galleries recorded it, which were cleaned classically)
     cleaning: str = ""
+    #: how the references' ink vectors were measured (:attr:`Pipeline.ink_layout`; "" for
+    #: galleries made before galleries recorded it)
+    ink_layout: str = ""
 
 
 @dataclass(frozen=True)
@@ -1228,7 +1231,7 @@ class Gallery:
                 disk_bytes=self._store.disk_bytes(), audit_events=int(meta.get("audit_seq") or 0),
                 hnsw={"M": int(meta.get("hnsw_M") or 0), "ef_construction": int(meta.get("hnsw_ef_construction") or 0),
                       "ef_search": self.options.ef_search, "space": _SPACE},
-                cleaning=str(meta.get("cleaning") or ""))
+                cleaning=str(meta.get("cleaning") or ""), ink_layout=str(meta.get("ink_layout") or ""))
 
     def check_audit(self) -> AuditReport:
         """Verify the audit log's hash chain against the head stored in the database."""

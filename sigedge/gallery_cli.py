@@ -267,6 +267,7 @@ def register(app: typer.Typer) -> None:
                         ("model", f"{info.model_sha256[:16]} {info.model_name} {info.model_version}".rstrip()),
                         ("model matches", "yes" if data["model_matches"] else "NO: run `sigedge reindex`"),
                         ("cleaning", info.cleaning or "classic (not recorded)"),
+                        ("ink measured as", info.ink_layout or "not recorded"),
                         ("dim", info.dim), ("encrypted", "yes" if info.encrypted else "no"),
                         ("created", info.created), ("generation", info.generation),
                         ("index", f"{info.index_elements} elements, {info.index_deleted} erased, "
