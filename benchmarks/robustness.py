@@ -12,6 +12,11 @@ captured on a different day and device would be. Perturbations (seeded per image
 * ``ink``: ink recoloured to a random blue, red or green pen
 * ``background``: gray, textured paper (noise + smooth gradient) behind the ink
 * ``jpeg40``: JPEG at quality 40
+* ``one_pen``: every ink pixel at one darkness (the ink found as verification finds it, drawn
+  at gray 60 with its edge softened): what the pen's darkness and pressure told apart is gone.
+  With ``--references-too`` the references are drawn so as well, so that nothing differs but
+  the shapes: how much of the clean EER rested on the pens (SigComp's forgers used other pens
+  than its writers, model card, "Candidate features for the cross-fitted scorer")
 
 Reports skilled and random EER per condition and the change from clean, in points, for
 the bundle's scorer (``results``: its learned scorer over the cosine and ink statistics,
@@ -36,6 +41,7 @@ from sigedge.cli_common import parse_rotations
 from sigedge.errors import SigedgeError, UsageError
 from sigedge.evaluate import protocol_scores, report_from_scores
 from sigedge.imageio import load_image
+from sigedge.normalize import NormalizeOptions, find_ink, to_gray
 
 log = logging.getLogger("robustness")
 
@@ -87,7 +93,14 @@ def jpeg40(img, rng):
     return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
 
 
-PERTURBATIONS = {"rotate": rotate, "scale": scale, "ink": ink, "background": background, "jpeg40": jpeg40}
+def one_pen(img, rng):
+    _, mask = find_ink(to_gray(img), NormalizeOptions())
+    darkness = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.7) * (255 - 60)
+    return np.clip(255 - darkness, 0, 255).astype(np.uint8)
+
+
+PERTURBATIONS = {"rotate": rotate, "scale": scale, "ink": ink, "background": background, "jpeg40": jpeg40,
+                 "one_pen": one_pen}
 
 
 def describe_variants(pipe: Pipeline, images: list[np.ndarray],
@@ -140,6 +153,8 @@ def main(argv=None) -> int:
                          "(default: the bundle's); references stay upright")
     ap.add_argument("--perturbations", default=",".join(PERTURBATIONS),
                     help="which perturbations, comma-separated (default: all: %(default)s)")
+    ap.add_argument("--references-too", action="store_true",
+                    help="perturb the references as well as the queries (default: references stay clean)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     chosen = [n.strip() for n in args.perturbations.split(",") if n.strip()]
@@ -161,9 +176,11 @@ def main(argv=None) -> int:
     clean, clean_ink = clean_variants[pipe.query_rotations.index(0.0)]  # the references, upright
     scorers = {"results": pipe.scorer, "results_cosine": None} if pipe.scorer is not None else {"results": None}
 
-    def report(variants: list, scorer) -> dict:
-        # The protocol draws the same references with the same seed; only queries change.
-        scores = protocol_scores(clean, writers, kinds, args.refs, seed=args.seed, scorer=scorer, ink=clean_ink,
+    def report(variants: list, scorer, references: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+        # The protocol draws the same references with the same seed; only queries change
+        # (and, with --references-too, the references' descriptions)
+        refs, refs_ink = references or (clean, clean_ink)
+        scores = protocol_scores(refs, writers, kinds, args.refs, seed=args.seed, scorer=scorer, ink=refs_ink,
                                  query_variants=variants)
         rep = report_from_scores(scores, args.refs)
         return {"eer_skilled": rep.eer_skilled, "eer_random": rep.eer_random}
@@ -174,12 +191,14 @@ def main(argv=None) -> int:
             continue
         rng = np.random.default_rng(args.seed + 1000 * (k + 1))  # the same draws whichever are chosen
         perturbed = describe_variants(pipe, [fn(img, rng) for img in images])
+        references = perturbed[pipe.query_rotations.index(0.0)] if args.references_too else None
         for key, s in scorers.items():
-            r = results[key][name] = report(perturbed, s)
+            r = results[key][name] = report(perturbed, s, references)
             for m in ("eer_skilled", "eer_random"):
                 r[f"delta_{m}_points"] = 100 * (r[m] - results[key]["clean"][m])
             log.info("%s %s: %s", key, name, r)
-    out = {"labels": str(args.labels), "references": args.refs, "precision": args.precision, "deskew": args.deskew,
+    out = {"labels": str(args.labels), "references": args.refs, "references_perturbed": args.references_too,
+           "precision": args.precision, "deskew": args.deskew,
            "query_rotations": list(pipe.query_rotations), "model_sha256": pipe.model_sha256, "scorer": "learned" if pipe.scorer is not None else "cosine", **results}
     text = json.dumps(out, indent=2)
     if args.out:
