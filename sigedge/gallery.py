@@ -380,11 +380,16 @@ class Gallery:
 
     def _ink_stale(self, conn) -> bool:
         """Whether the stored ink vectors were measured another way than the pipeline measures
-        them (another contour hinge): then only their ink statistics are comparable. A gallery
-        that recorded no layout (made before galleries did) is taken to match, as it was."""
+        them (another contour hinge): then only their ink statistics are comparable. A layout
+        that extends the other (``statistics`` and ``statistics+hinge:…``) is compatible: the
+        shorter vectors are what the length checks handle. A gallery that recorded no layout
+        (made before galleries did) is taken to match, as it was."""
         row = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()
-        recorded, layout = (str(row[0] or "") if row else ""), self._ink_layout()
-        return bool(recorded and layout and recorded != layout)
+        recorded, layout = (str(row[0] or "") if row else "").split("+"), self._ink_layout().split("+")
+        if recorded == [""] or layout == [""]:
+            return False
+        n = min(len(recorded), len(layout))
+        return recorded[:n] != layout[:n]
 
     def _ensure_ink_layout_in_txn(self, conn) -> None:
         """Refuse to store ink vectors beside others measured another way (one gallery, one
@@ -396,8 +401,9 @@ class Gallery:
                 conn.execute("SELECT COUNT(*) FROM sample_ink").fetchone()[0]:
             recorded = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()[0]
             raise GalleryError(f"{self.path}: its references' ink was measured as {recorded!r}, this bundle measures "
-                               f"{layout!r}; re-measure them first (`sigedge reindex`, for images kept with "
-                               "--keep-crops)")
+                               f"{layout!r}; re-measure them first (`sigedge reindex` measures those with a kept "
+                               "image again and keeps only the ink statistics of the others, whose writers then "
+                               "verify by the cosine until re-enrolled)")
         Store.set_meta(conn, ink_layout=layout)
 
     def _bundle_attr(self, name: str) -> str:
@@ -1042,51 +1048,59 @@ class Gallery:
         scorer = getattr(self.pipeline, "scorer", None)
         if inks is None or inks.shape[1] < width:
             if scorer is not None:
-                what = "no ink statistics" if inks is None else "no contour hinge (or one measured otherwise)"
-                log.warning("this writer's references have %s (enrolled before galleries kept them, or re-embedded "
-                            "by a sigedge that did not measure them): scored by the cosine alone, not the bundle's "
-                            "learned scorer (sigedge reindex measures them where the images were kept; otherwise "
-                            "re-enrol)", what)
+                what = ("no ink statistics" if inks is None else
+                        "ink vectors measured otherwise than this bundle measures them (without its contour hinge or "
+                        "strips, or with other settings: `sigedge gallery-info` shows how)")
+                log.warning("this writer's references have %s (enrolled before galleries kept them, re-embedded "
+                            "by a sigedge that did not measure them, or by another bundle): scored by the cosine "
+                            "alone, not the bundle's learned scorer (sigedge reindex measures them where the images "
+                            "were kept; otherwise re-enrol)", what)
             return None
         return inks[:, :width]
 
-    def _measure_missing_ink_locked(self) -> tuple[int, int]:
-        """Ink statistics for the samples without them that kept their image; (measured, left)."""
+    def _measure_missing_ink_locked(self) -> tuple[int, int, int]:
+        """Ink vectors for the samples without them (or with shorter ones, or measured another
+        way) that kept their image; (measured, left, cut): ``cut`` samples measured another way
+        without a kept image keep only their ink statistics, which every layout shares."""
         with self._store.read() as conn:
             if has_table(conn, "sample_ink"):
-                rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
+                rows = conn.execute("SELECT s.id, s.writer, c.data, i.data FROM samples s "
+                                    "LEFT JOIN crops c ON c.sample_id = s.id "
                                     "LEFT JOIN sample_ink i ON i.sample_id = s.id WHERE i.sample_id IS NULL "
                                     "OR length(i.data) < ? ORDER BY s.id", (self._ink_bytes(conn),)).fetchall()
+                stale = self._ink_stale(conn)
             else:
-                rows = conn.execute("SELECT s.id, s.writer, c.data FROM samples s LEFT JOIN crops c ON c.sample_id = s.id "
-                                    "ORDER BY s.id").fetchall()
-        measured = []
-        for sid, row, data in rows:
+                rows = conn.execute("SELECT s.id, s.writer, c.data, NULL FROM samples s "
+                                    "LEFT JOIN crops c ON c.sample_id = s.id ORDER BY s.id").fetchall()
+                stale = False
+        measured, cut = [], []
+        for sid, row, data, ink_data in rows:
             if data is None:
+                if stale and ink_data is not None:
+                    stats = self._open_blob(ink_data, b"sigedge/ink|%d" % row)[:4 * len(INK_STATISTICS)]
+                    cut.append((sid, self._seal(stats, b"sigedge/ink|%d" % row)))
                 continue
             try:
                 ink = self.pipeline.describe(self._open_blob(data, b"sigedge/crop|%d" % row)).ink
             except SigedgeError as exc:
                 raise GalleryError(f"{self.path}: cannot measure stored sample {sid}: {exc}") from exc
             measured.append((sid, self._seal(np.asarray(ink, "<f4").tobytes(), b"sigedge/ink|%d" % row)))
-        if measured or rows:
+        if measured or cut:
             with self._store.write() as conn:
                 ensure_ink_schema(conn)
-                if self._ink_stale(conn):  # what could not be measured again is not comparable: dropped
-                    conn.executemany("DELETE FROM sample_ink WHERE sample_id=?", [(sid,) for sid, _, _ in rows])
-                conn.executemany("INSERT OR REPLACE INTO sample_ink(sample_id, data) VALUES (?, ?)", measured)
+                conn.executemany("INSERT OR REPLACE INTO sample_ink(sample_id, data) VALUES (?, ?)", measured + cut)
                 if self._ink_layout():
                     Store.set_meta(conn, ink_layout=self._ink_layout())
-                if self.options.audit and measured:
+                if self.options.audit:
                     self._audit_in_txn(conn, {"event": "reindex", "model_sha256": self.pipeline.model_sha256,
-                                              "samples": len(measured), "decision": "ink statistics measured"})
+                                              "samples": len(measured), "ink_statistics_only": len(cut),
+                                              "decision": "ink measured"})
             self._flush_audit()
         left = len(rows) - len(measured)
         if left:
-            log.warning("%s: %d sample(s) have no kept image to measure their ink statistics (or contour hinge) from: "
-                        "their writers "
+            log.warning("%s: %d sample(s) have no kept image to measure their ink vectors from: their writers "
                         "are verified by the cosine alone until re-enrolled", self.path, left)
-        return len(measured), left
+        return len(measured), left, len(cut)
 
     def _ink_bytes(self, conn) -> int:
         """Bytes of a sample's stored ink vector as the pipeline measures it (unencrypted; an
@@ -1267,9 +1281,9 @@ class Gallery:
                 # the vectors are current; samples enrolled before galleries kept ink
                 # statistics get them from their kept image, where there is one
                 if without_ink and getattr(self.pipeline, "describe", None) is not None:
-                    measured, left = self._measure_missing_ink_locked()
-                    return ReindexResult(len(rows), old, new, measured > 0, time.perf_counter() - t0, measured, left,
-                                         old_cleaning, cleaning)
+                    measured, left, cut = self._measure_missing_ink_locked()
+                    return ReindexResult(len(rows), old, new, measured + cut > 0, time.perf_counter() - t0, measured,
+                                         left, old_cleaning, cleaning)
                 return ReindexResult(len(rows), old, new, False, time.perf_counter() - t0,
                                      previous_cleaning=old_cleaning, cleaning=cleaning)
             missing = sum(1 for r in rows if r[3] is None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -484,21 +485,12 @@ def test_references_measured_before_the_contour_hinge_verify_by_the_cosine_until
     with Gallery(path, pipeline) as g:
         assert g._writer_samples("w")[1].shape == (3, 4)
         assert g.verify("w", images["query"][2][0]).scorer == "cosine"
-    assert "no contour hinge" in caplog.text
+    assert "measured otherwise" in caplog.text
     result = reindex_gallery(path, pipeline)
     assert result.changed and result.ink_measured == 3
     with Gallery(path, pipeline) as g:
         assert g.verify("w", images["query"][2][0]).scorer == "learned"
     assert not reindex_gallery(path, pipeline).changed
-
-
-def _meta(path: Path, key: str) -> str | None:
-    conn = sqlite3.connect(path / "gallery.db")
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else row[0]
-    finally:
-        conn.close()
 
 
 def test_references_measured_with_another_contour_hinge_verify_by_the_cosine_until_reindexed(
@@ -527,11 +519,45 @@ def test_references_measured_with_another_contour_hinge_verify_by_the_cosine_unt
     assert _meta(path, "ink_layout") == pipeline.ink_layout
     with Gallery(path, pipeline) as g:
         assert g.verify("w", images["query"][2][0]).scorer == "learned"
-        # the histograms that could not be measured again are dropped, not compared
-        assert g._writer_samples("kept-none")[1] is None
+        # what could not be measured again keeps its ink statistics alone, not the other histograms
+        assert g._writer_samples("kept-none")[1].shape == (3, 4)
         assert g.verify("kept-none", images["query"][3][0]).scorer == "cosine"
         g.enroll("new", images["enrol"][1][:3])
         assert g.verify("new", images["query"][1][0]).scorer == "learned"
+    reindexed = [json.loads(line) for line in (path / "audit.jsonl").read_text().splitlines()
+                 if '"reindex"' in line]
+    assert [(e["samples"], e["ink_statistics_only"]) for e in reindexed] == [(3, 3)]
+
+
+def test_a_stale_gallery_without_kept_images_is_reindexed_to_its_ink_statistics(tmp_path, pipeline, images):
+    path = tmp_path / "stale-no-images"
+    with Gallery(path, pipeline) as g:
+        g.enroll("w", images["enrol"][2][:3])
+    _sql(path, "UPDATE meta SET value='statistics+hinge:ink,200,4-8,12' WHERE key='ink_layout'")
+    result = reindex_gallery(path, pipeline)
+    assert result.changed and (result.ink_measured, result.ink_missing) == (0, 3)
+    assert _meta(path, "ink_layout") == pipeline.ink_layout
+    with Gallery(path, pipeline) as g:
+        assert g._writer_samples("w")[1].shape == (3, 4)
+        assert g.verify("w", images["query"][2][0]).scorer == "cosine"
+        g.enroll("w2", images["enrol"][1][:3])  # no longer refused
+    assert not reindex_gallery(path, pipeline).changed
+
+
+def test_a_layout_that_extends_the_recorded_one_is_compatible(tmp_path, pipeline, images):
+    """A gallery whose bundle measured the ink statistics alone takes references with the hinge
+    beside them: its shorter vectors are what the length checks handle."""
+    path = tmp_path / "statistics-only"
+    with Gallery(path, pipeline, keep_crops=True) as g:
+        g.enroll("w", images["enrol"][2][:3])
+    _sql(path, "UPDATE meta SET value='statistics' WHERE key='ink_layout'",
+         "UPDATE sample_ink SET data = substr(data, 1, 16)")
+    with Gallery(path, pipeline) as g:
+        assert g.verify("w", images["query"][2][0]).scorer == "cosine"  # no hinge stored yet
+        g.enroll("new", images["enrol"][1][:3])
+        assert g.verify("new", images["query"][1][0]).scorer == "learned"
+    assert _meta(path, "ink_layout") == pipeline.ink_layout
+    assert reindex_gallery(path, pipeline).ink_measured == 3
 
 
 def test_re_embedding_a_sample_drops_its_ink_statistics(tmp_path, pipeline, images):
