@@ -473,6 +473,9 @@ def _cross_fit_sets(splits: Path, cross_fit: list[tuple[Path, Path]], hinge: Hin
         if background and (fold_pipe.scorer is None or fold_pipe.scorer.background is None):
             raise UsageError(f"{fold_bundle}: cross-fitting with a background needs each fold's bundle fitted with one "
                              f"(python -m export.fit_scorer --bundle {fold_bundle} --splits {fold_splits} --background)")
+        if fold_pipe.dim != (strips.dim if strips is not None else fold_pipe.dim):
+            raise UsageError(f"{fold_bundle}: its embedder has dimension {fold_pipe.dim}, the fitted bundle's "
+                             f"{strips.dim}; cross-fit on bundles of the same embedder architecture")
         fold_pipe.hinge = hinge
         fold_pipe.strips = strips
         for c in FIT_COLLECTIONS:

@@ -71,6 +71,7 @@ __all__ = [
     "check_audit",
     "describe_images",
     "embed_images",
+    "ink_layouts_compatible",
     "pipeline_for_gallery",
     "recorded_cleaning",
     "reindex_gallery",
@@ -385,11 +386,7 @@ class Gallery:
         shorter vectors are what the length checks handle. A gallery that recorded no layout
         (made before galleries did) is taken to match, as it was."""
         row = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()
-        recorded, layout = (str(row[0] or "") if row else "").split("+"), self._ink_layout().split("+")
-        if recorded == [""] or layout == [""]:
-            return False
-        n = min(len(recorded), len(layout))
-        return recorded[:n] != layout[:n]
+        return not ink_layouts_compatible(str(row[0] or "") if row else "", self._ink_layout())
 
     def _ensure_ink_layout_in_txn(self, conn) -> None:
         """Refuse to store ink vectors beside others measured another way (one gallery, one
@@ -1467,6 +1464,17 @@ def check_audit(path: str | os.PathLike) -> AuditReport:
                                 str(meta.get("audit_hash") or GENESIS_HASH), path=os.fsdecode(audit.path))
     finally:
         store.close()
+
+
+def ink_layouts_compatible(recorded: str, layout: str) -> bool:
+    """Whether ink vectors measured as ``recorded`` compare with ones measured as ``layout``
+    (:attr:`sigedge.Pipeline.ink_layout`): the same, one extending the other (the shorter
+    vectors are what a gallery's length checks handle), or either not recorded."""
+    if not recorded or not layout:
+        return True
+    a, b = recorded.split("+"), layout.split("+")
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def reindex_gallery(path: str | os.PathLike, pipeline: Embedder | None = None, *, key: KeyArg = None,

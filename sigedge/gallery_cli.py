@@ -250,14 +250,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Writers, samples, model, encryption, index and size of a gallery."""
         with command_errors():
-            from .gallery import Gallery
+            from .gallery import Gallery, ink_layouts_compatible
 
             key = _key(key_file)
-            pipe = _pipeline(bundle, 1, precision)  # only its model's sha256 is compared
+            pipe = _pipeline(bundle, 1, precision)  # only its model's sha256 and ink layout are compared
             with Gallery(gallery, pipe, key=key, create=False, _check_model=False) as g:
                 info = g.info()
                 writers = g.writers() if list_writers else None
-            data = {**_dict(info), "model_matches": info.model_sha256 == pipe.model_sha256}
+            data = {**_dict(info), "model_matches": info.model_sha256 == pipe.model_sha256,
+                    "ink_layout_matches": ink_layouts_compatible(info.ink_layout, pipe.ink_layout)}
             if writers is not None:
                 data["writer_list"] = [_dict(w) for w in writers]
 
@@ -268,6 +269,8 @@ def register(app: typer.Typer) -> None:
                         ("model matches", "yes" if data["model_matches"] else "NO: run `sigedge reindex`"),
                         ("cleaning", info.cleaning or "classic (not recorded)"),
                         ("ink measured as", info.ink_layout or "not recorded"),
+                        ("ink matches", "yes" if data["ink_layout_matches"] else
+                         f"NO: this bundle measures {pipe.ink_layout!r}; run `sigedge reindex`"),
                         ("dim", info.dim), ("encrypted", "yes" if info.encrypted else "no"),
                         ("created", info.created), ("generation", info.generation),
                         ("index", f"{info.index_elements} elements, {info.index_deleted} erased, "

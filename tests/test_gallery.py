@@ -544,6 +544,16 @@ def test_a_stale_gallery_without_kept_images_is_reindexed_to_its_ink_statistics(
     assert not reindex_gallery(path, pipeline).changed
 
 
+def test_ink_layouts_are_compatible_when_the_same_or_one_extends_the_other():
+    from sigedge.gallery import ink_layouts_compatible
+
+    hinge = "statistics+hinge:skeleton,200,4-8,12"
+    assert ink_layouts_compatible(hinge, hinge) and ink_layouts_compatible("", hinge)
+    assert ink_layouts_compatible("statistics", hinge) and ink_layouts_compatible(hinge + "+strips:2,0.6", hinge)
+    assert not ink_layouts_compatible("statistics+hinge:ink,200,4-8,12", hinge)
+    assert not ink_layouts_compatible("statistics+hinge:skeleton,200,4-8,16", hinge)
+
+
 def test_a_layout_that_extends_the_recorded_one_is_compatible(tmp_path, pipeline, images):
     """A gallery whose bundle measured the ink statistics alone takes references with the hinge
     beside them: its shorter vectors are what the length checks handle."""

@@ -67,6 +67,7 @@ def test_enroll_identify_info_remove(app, tmp_path, sigs):
     assert r.exit_code == 0 and info["writers"] == 2 and info["samples"] == 6 and info["model_matches"]
     assert [w["writer_id"] for w in info["writer_list"]] == ["alice", "bob"]
     assert info["ink_layout"].startswith("statistics+hinge:")  # how the references' ink was measured
+    assert info["ink_layout_matches"]
     r = run(app, "gallery-info", g)
     assert r.exit_code == 0 and "writers" in r.stdout and "samples" in r.stdout and "ink measured as" in r.stdout
 
