@@ -55,10 +55,10 @@ from export.fit_scorer import RIDGE, set_weights  # noqa: E402
 from export.scoring import EVAL_REFERENCES, fit_logistic, read_split, trials  # noqa: E402
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
 from sigedge.errors import SigedgeError  # noqa: E402
-from sigedge.hinge import _ink_mask, hinge_distances, hinge_histograms, thin  # noqa: E402
+from sigedge.hinge import _ink_mask, chi_square_distances, hinge_distances, hinge_histograms, thin  # noqa: E402
 from sigedge.metrics import equal_error_rate  # noqa: E402
 from sigedge.normalize import find_ink, ink_strips, normalize_signature, rotate_image, to_gray  # noqa: E402
-from sigedge.scoring import scorer_features, split_ink  # noqa: E402
+from sigedge.scoring import StripSpec, scorer_features, split_ink, strip_distances  # noqa: E402
 
 log = logging.getLogger("scorer_candidates")
 SEARCH = (-10.0, 0.0, 10.0)
@@ -178,15 +178,11 @@ class Described:
 
 def _distances(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     kind, groups = CANDIDATES[name]
-    if kind == "emb":  # one minus the cosine of each part's embedding
-        a = a.reshape(*a.shape[:-1], groups, -1).astype(np.float64)
-        b = b.reshape(*b.shape[:-1], groups, -1).astype(np.float64)
-        return 1.0 - np.sum(a * b, axis=-1)
     if kind == "stats":
         return np.abs(a - b)
-    a = a.reshape(*a.shape[:-1], groups, -1).astype(np.float64)
-    b = b.reshape(*b.shape[:-1], groups, -1).astype(np.float64)
-    return 0.5 * np.sum((a - b) ** 2 / (a + b + 1e-12), axis=-1)
+    if kind == "emb":  # one minus the cosine of each part's embedding, as the runtime's strips
+        return strip_distances(a, b, StripSpec(count=groups, dim=a.shape[-1] // groups))
+    return chi_square_distances(a, b, groups, a.shape[-1] // groups)
 
 
 def trial_features(d: Described, names: tuple[str, ...], seed: int, angle: int, max_random: int, refs: int

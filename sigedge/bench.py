@@ -21,7 +21,7 @@ from .clean import clean_signature
 from .cli_common import print_table
 from .imageio import load_image, read_image_bytes
 from .interpreter import TFLiteModel, interpreter_backend
-from .normalize import ink_strips, normalize_signature
+from .normalize import normalize_signature
 from .hinge import contour_hinge
 from .scoring import LearnedScorer, cosine_similarities, fuse_scores, ink_statistics, l2_normalize
 from .synth import synthetic_signature
@@ -102,13 +102,10 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
         if scorer.hinge is not None:  # traced on the cleaned crop, as the pipeline does
             inks = np.hstack([inks, np.stack([contour_hinge(img, scorer.hinge, opts) for img in cleaned])])
             stages["contour_hinge"] = time_stage(lambda img: contour_hinge(img, scorer.hinge, opts), cleaned, repeat)
-        if scorer.strips is not None:  # each strip normalised and embedded by the int8 embedder, as the pipeline does
-            embedder = TFLiteModel(bundle.models["embedder"].file, threads=1)
+        if scorer.strips is not None:  # as the pipeline embeds them (int8, one thread)
+            from .pipeline import Pipeline
 
-            def strip_embeddings(img: np.ndarray) -> np.ndarray:
-                return np.concatenate([l2_normalize(embedder(normalize_signature(s, opts).canvas[..., None]))
-                                       for s in ink_strips(img, scorer.strips.count, scorer.strips.span, opts)])
-
+            strip_embeddings = Pipeline(bundle_dir).strip_embeddings
             inks = np.hstack([inks, np.stack([strip_embeddings(img) for img in cleaned])])
             stages["strip_embeddings"] = time_stage(strip_embeddings, cleaned, repeat)
         stages["score_learned"] = time_stage(lambda i: scorer.score(embeddings["embedder"][i], inks[i], refs, inks[:5]),

@@ -394,9 +394,10 @@ class Gallery:
         layout = self._ink_layout()
         if not layout:
             return
-        if self._ink_stale(conn) and has_table(conn, "sample_ink") and \
+        row = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()
+        recorded = str(row[0] or "") if row else ""
+        if not ink_layouts_compatible(recorded, layout) and has_table(conn, "sample_ink") and \
                 conn.execute("SELECT COUNT(*) FROM sample_ink").fetchone()[0]:
-            recorded = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()[0]
             raise GalleryError(f"{self.path}: its references' ink was measured as {recorded!r}, this bundle measures "
                                f"{layout!r}; re-measure them first (`sigedge reindex` measures those with a kept "
                                "image again and keeps only the ink statistics of the others, whose writers then "
@@ -1038,10 +1039,12 @@ class Gallery:
             inks = np.stack([k[:width] for k in stored])
         return vectors, inks, ref
 
-    def _usable_ink(self, inks: np.ndarray | None) -> np.ndarray | None:
-        """A writer's stored ink vectors cut to what the pipeline measures of a query, or None
-        (with a warning where the bundle's scorer then cannot score) when they hold less."""
-        width = getattr(self.pipeline, "ink_width", len(INK_STATISTICS))
+    def _usable_ink(self, inks: np.ndarray | None, width: int | None = None) -> np.ndarray | None:
+        """A writer's stored ink vectors cut to what the pipeline measures of a query (``width``
+        values, default its ``ink_width``), or None (with a warning where the bundle's scorer
+        then cannot score) when they hold less."""
+        if width is None:
+            width = getattr(self.pipeline, "ink_width", len(INK_STATISTICS))
         scorer = getattr(self.pipeline, "scorer", None)
         if inks is None or inks.shape[1] < width:
             if scorer is not None:
@@ -1130,7 +1133,7 @@ class Gallery:
             result = self.pipeline.verify_features(describe_query(image), refs, self._usable_ink(inks))
         elif getattr(self.pipeline, "describe", None) is not None and inks is not None:  # ink, no rotations
             q = self.pipeline.describe(image)
-            usable = inks[:, :len(q.ink)] if inks.shape[1] >= len(q.ink) else None
+            usable = self._usable_ink(inks, len(q.ink))
             result = self.pipeline.verify_embeddings(np.asarray(q.embedding, np.float32), refs,
                                                      None if usable is None else q.ink, usable)
         else:  # an embedder without ink statistics or rotations: the embeddings alone

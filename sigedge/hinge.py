@@ -35,7 +35,7 @@ from .errors import ModelError, NoSignatureError
 if TYPE_CHECKING:
     from .normalize import NormalizeOptions
 
-__all__ = ["HingeSpec", "STROKES", "contour_hinge", "hinge_distances", "hinge_histograms", "thin"]
+__all__ = ["HingeSpec", "STROKES", "chi_square_distances", "contour_hinge", "hinge_distances", "hinge_histograms", "thin"]
 
 #: How the stroke is traced: its own outline, or its centre line redrawn at one width.
 STROKES = ("ink", "skeleton")
@@ -182,10 +182,16 @@ def _direction_bin(v: np.ndarray, bins: int) -> np.ndarray:
     return np.minimum((turn * bins).astype(int), bins - 1)
 
 
+def chi_square_distances(a: np.ndarray, b: np.ndarray, groups: int, bins: int) -> np.ndarray:
+    """Chi-square distances (..., groups) between vectors (..., groups * bins) of ``groups``
+    normalised histograms of ``bins`` each, that broadcast: 0 for equal histograms, 1 for
+    histograms with no bin in common."""
+    a = np.asarray(a, np.float64).reshape(*np.shape(a)[:-1], groups, bins)
+    b = np.asarray(b, np.float64).reshape(*np.shape(b)[:-1], groups, bins)
+    return 0.5 * np.sum((a - b) ** 2 / (a + b + 1e-12), axis=-1)
+
+
 def hinge_distances(a: np.ndarray, b: np.ndarray, spec: HingeSpec) -> np.ndarray:
     """Chi-square distances (..., len(spec.fragments)) between hinge descriptors (..., spec.size)
     that broadcast: 0 for equal histograms, 1 for histograms with no bin in common."""
-    shape = (len(spec.fragments), spec.bins * spec.bins)
-    a = np.asarray(a, np.float64).reshape(*np.shape(a)[:-1], *shape)
-    b = np.asarray(b, np.float64).reshape(*np.shape(b)[:-1], *shape)
-    return 0.5 * np.sum((a - b) ** 2 / (a + b + 1e-12), axis=-1)
+    return chi_square_distances(a, b, len(spec.fragments), spec.bins * spec.bins)

@@ -346,11 +346,18 @@ class Pipeline:
         ink = ink_statistics(canvas)
         if self.hinge is not None:  # traced on the cleaned image, not the coarse canvas
             ink = np.concatenate([ink, contour_hinge(cleaned, self.hinge, self.normalize_options)])
-        if self.strips is not None:  # each strip normalised and embedded as a whole signature is
-            ink = np.concatenate([ink, *(self.embed_canvas(normalize_signature(strip, self.normalize_options).canvas)
-                                         for strip in ink_strips(cleaned, self.strips.count, self.strips.span,
-                                                                 self.normalize_options))])
+        if self.strips is not None:
+            ink = np.concatenate([ink, self.strip_embeddings(cleaned)])
         return SignatureFeatures(self.embed_canvas(canvas), ink)
+
+    def strip_embeddings(self, cleaned: np.ndarray) -> np.ndarray:
+        """float32 (strips.size,): the embeddings of the bundle's strips of a cleaned signature
+        (:class:`sigedge.scoring.StripSpec`), each normalised and embedded as a whole signature is."""
+        if self.strips is None:
+            raise UsageError("the bundle's scorer states no strip embeddings")
+        return np.concatenate([self.embed_canvas(normalize_signature(strip, self.normalize_options).canvas)
+                               for strip in ink_strips(cleaned, self.strips.count, self.strips.span,
+                                                       self.normalize_options)])
 
     def describe_many(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings (N, D) and ink vectors (N, :attr:`ink_width`) of several cropped signatures."""

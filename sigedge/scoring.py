@@ -412,8 +412,7 @@ class LearnedScorer:
         if q_ink.shape[1] < self.width or r_ink.shape[1] < self.width:
             raise ValueError(f"the scorer reads {self.width} values of each signature's ink vector (ink statistics"
                              f"{', contour hinge' if self.hinge else ''}{', strip embeddings' if self.strips else ''}"
-                             f"); got {q_ink.shape[1]} and "
-                             f"{r_ink.shape[1]}")
+                             f"); got {q_ink.shape[1]} and {r_ink.shape[1]}")
         (q_stats, q_hinge), (r_stats, r_hinge) = (split_ink(q_ink, self.statistics, self.hinge),
                                                   split_ink(r_ink, self.statistics, self.hinge))
         x = scorer_features(query_emb, q_stats, ref_emb, r_stats, np.asarray(self.own_default), self.background,
