@@ -96,6 +96,22 @@ def test_learned_cleaning_metrics_count_ink_pixels_only():
     assert ink_f1(prob, target, canvas, threshold=0.95)["recall"] == 0.0
 
 
+def test_pasting_a_pool_signature_draws_nothing_for_ink_warping_when_it_is_off(pair_sources):
+    """With --augment-ink 0 a synth draws what it drew before the option existed: the pool
+    index, then the pasting, so the shipped cleaner's export pairs stay as they were."""
+    from training.cleansynth import KINDS, CleanerSynth
+    from training.docsynth import SignaturePool
+
+    _, pool, sources = pair_sources
+    one = SignaturePool(pool.inks[:1])
+    drawn = CleanerSynth(one, sources, seed=3, augment_ink=0.0)
+    given = CleanerSynth(one, sources, seed=3)
+    for kind in KINDS:
+        crop, target, _ = drawn.crop(kind)
+        given.rng.integers(1)  # the pool index the first synth drew
+        expected, expected_target, _ = given.crop(kind, ink=one.inks[0])
+        assert (crop == expected).all() and (target == expected_target).all()
+
 @pytest.mark.slow
 def test_cleaner_trains_exports_and_runs_in_the_pipeline(pair_sources, tmp_path):
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -115,7 +115,8 @@ class CleanerSynth:
         kind = kind or str(r.choice(KINDS, p=self.kind_p))
         if ink is None:
             ink = self.pool.inks[r.integers(len(self.pool.inks))]
-            if r.random() < self.augment_ink:
+            # no draw when off: the stream, and so v1's pairs and export report, stay as they were
+            if self.augment_ink > 0 and r.random() < self.augment_ink:
                 ink = warp_ink(ink, r)
         sig_w = int(r.uniform(120, 520))
         scale = sig_w / ink.shape[1]
