@@ -48,27 +48,49 @@ LICENCE = ("Code: Apache-2.0. Weights: trained on research data (SigComp 2011, n
            "CC BY-NC 4.0 data (SSBI): research and non-commercial use only.")
 
 
-def convert_float(model) -> bytes:
+def _converter(model, workdir: Path):
+    """A TFLite converter for the model's inference call (``training=False``), its signature
+    named as Keras names it (input and output layer names).
+
+    The call is saved as one ``tf.function`` with the model's variables, not as a Keras
+    SavedModel: ``from_keras_model`` saves every layer's traced calls first, which took two to
+    four times as long for the same tensors in other bytes (``benchmarks/conversion.py`` on the
+    shipped models' weights; ``tests/test_export_conversion.py``)."""
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=model.input_names[0])
+
+    def serve(x):
+        return dict(zip(model.output_names, tf.nest.flatten(model(x, training=False))))
+
+    module = tf.Module()
+    module.variables_to_save = list(model.variables)  # tracked, so the saved function finds them
+    module.serve = tf.function(serve, input_signature=[spec])
+    tf.saved_model.save(module, str(workdir), signatures={"serving_default": module.serve})
+    return tf.lite.TFLiteConverter.from_saved_model(str(workdir))
+
+
+def convert_float(model) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="sigedge-convert-") as workdir:
+        return _converter(model, Path(workdir)).convert()
 
 
 def convert_int8(qat_model, representative: np.ndarray) -> bytes:
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(qat_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    with tempfile.TemporaryDirectory(prefix="sigedge-convert-") as workdir:
+        conv = _converter(qat_model, Path(workdir))
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
 
-    def rep():
-        for x in representative:
-            yield [x[None, ..., None].astype(np.float32)]
+        def rep():
+            for x in representative:
+                yield [np.asarray(x, np.float32)[None, ..., None]]
 
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+        return conv.convert()
 
 
 def embed_tflite(path: Path, canvases: np.ndarray) -> np.ndarray:
@@ -202,7 +224,9 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
     train = [s for s in samples if s.writer in train_writers]
     rng = np.random.default_rng(0)
     rep_samples = [train[i] for i in sorted(rng.choice(len(train), size=min(300, len(train)), replace=False))]
-    representative = D.preprocess(rep_samples, opts, cache)
+    # as the model sees them (0..1); a QAT model's own ranges set its int8 scales, so the
+    # 0..255 canvases fed here before moved no byte (benchmarks/conversion.py)
+    representative = D.preprocess(rep_samples, opts, cache).astype(np.float32) / 255.0
 
     float_model = build_model(arch, h, w, alpha, dim)
     float_model.load_weights(run / "float.h5")
