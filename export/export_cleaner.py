@@ -97,6 +97,7 @@ def export(run: Path, out: Path, data_root: Path | None = None,
            cache: Path = Path.home() / ".cache" / "sigedge-train") -> dict:
     from training import data as D
     from training.cleansynth import CleanerSynth
+    from training.docsynth import renderer_provenance
     from training.train_cleaner import HEIGHT, WIDTH, build_cleaner, gate_writers, ink_f1, load_qat_cleaner, \
         signature_pool, sources, validation_set
 
@@ -154,6 +155,8 @@ def export(run: Path, out: Path, data_root: Path | None = None,
                          "gate_writers": held_fraction, "gate_writers_held_out": len(held_out),
                          "synthetic_signatures": int(cfg.get("synthetic_signatures", 0) or 0),
                          "augment_ink": float(cfg.get("augment_ink", 0) or 0)},
+            # synthetic clutter draws printed text in the host's fonts (training/docsynth.py)
+            "generated_pages": renderer_provenance(),
             "threshold_chosen_on": "pairs from the %s, pages and cheque templates (seed %d)"
                                    % ("training writers held out of the pool" if held_out else "training writers",
                                       THRESHOLD_SEED),

@@ -236,7 +236,7 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
     from training import data as D
     from training import detector_data as DD
     from training.detector_model import build_detector, quantize_aware
-    from training.docsynth import PageSynth
+    from training.docsynth import PageSynth, renderer_provenance
     from training.train_detector import signature_pool
 
     root = data_root or D.DEFAULT_DATA_ROOT
@@ -321,6 +321,8 @@ def export(run: Path, out: Path, data_root: Path | None = None, cache: Path | No
             "threshold_rule": f"lowest score threshold (grid step {THRESHOLD_STEP}) at which at least "
                               f"{EMPTY_PAGE_TARGET:.0%} of {len(negatives)} generated signature-free pages "
                               f"(training/docsynth.py, seed {NEGATIVE_PAGE_SEED}) get no box",
+            # the generated pages follow the host's fonts: what a re-export must match to reproduce them
+            "generated_pages": renderer_provenance(),
             "report": report,
         }
         if fused:

@@ -119,6 +119,7 @@ def test_cleaner_trains_exports_and_runs_in_the_pipeline(pair_sources, tmp_path)
     from sigedge.bundle import ModelBundle
     from sigedge.clean import CleanOptions
     from sigedge.pipeline import Pipeline, PipelineOptions
+    from training.docsynth import renderer_provenance
     from training.train_cleaner import main as train_main
 
     data, _, _ = pair_sources
@@ -139,6 +140,7 @@ def test_cleaner_trains_exports_and_runs_in_the_pipeline(pair_sources, tmp_path)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     cleaning = export(run, bundle, data_root=data, cache=tmp_path / "cache")
     assert set(cleaning["report"]) == {"cleaner", "cleaner_float"}
+    assert cleaning["generated_pages"] == renderer_provenance()  # the host's fonts drew the clutter
     loaded = ModelBundle.load(bundle)  # the hashes match the files
     spec = loaded.model("cleaner")
     assert spec.precision == "int8" and (spec.input_height, spec.input_width) == (128, 256)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -154,6 +155,7 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     from sigedge.bundle import ModelBundle
     from sigedge.detect import DetectOptions, rescorer_input, suppress_overlapping
     from sigedge.interpreter import TFLiteModel
+    from training.docsynth import font_files
 
     data, run, tmp = detector_run
     bundle = tmp / "bundle-rescored"
@@ -169,6 +171,8 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     assert b.models["embedder"].sha256 == before["models"]["embedder"]["sha256"]  # embedder untouched
     assert b.model("detector").raw["decoding"]["stride"] == 8
     assert {"map50", "map50_95"} <= set(report["report"]["detector"]["validation"])
+    fonts = report["generated_pages"]["fonts"]  # the signature-free pages' fonts, named
+    assert fonts == [Path(f).name for f in font_files()] and report["generated_pages"]["opencv"]
     assert b.model("detector").raw["rescoring"]["models"] == ["rescorer", "rescorer_2"]
     assert b.model("detector_float").raw["rescoring"]["models"] == ["rescorer_float", "rescorer_2_float"]
     assert b.model("rescorer").precision == "int8" and b.model("rescorer").raw["output"]["kind"] == "logit"

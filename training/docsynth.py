@@ -8,7 +8,8 @@ degraded like a scan: slight rotation, blur, noise, JPEG, uneven paper. Returns 
 (uint8 gray, paper light) and the signatures' boxes in its pixels.
 
 Fonts: every TrueType file under the system font folders (Debian's fonts-dejavu and
-friends), plus OpenCV's Hershey vector fonts, which need nothing installed.
+friends), plus OpenCV's Hershey vector fonts, which need nothing installed. The pages
+therefore follow the host's fonts; ``renderer_provenance`` names them for the manifests.
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ def font_files() -> list[str]:
     for d in FONT_DIRS:
         found += glob.glob(f"{d}/**/*.ttf", recursive=True)
     return sorted(f for f in found if "Math" not in f)
+
+
+def renderer_provenance() -> dict:
+    """What generated pages depend on besides the code and the seed: this host's TrueType
+    fonts (file names) and the libraries that draw them. Another font set draws other
+    pages, so exports record it beside the thresholds they chose on generated pages."""
+    from importlib import metadata
+
+    try:
+        pillow = metadata.version("pillow")
+    except metadata.PackageNotFoundError:
+        pillow = "not installed"
+    return {"fonts": [Path(f).name for f in font_files()], "pillow": pillow, "opencv": cv2.__version__}
 
 
 @dataclass
