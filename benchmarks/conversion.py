@@ -8,10 +8,12 @@ of its committed checkpoint are converted twice in this process: by
 exporters' ``convert_float`` / ``convert_int8`` (one saved ``tf.function``). Reports the time of
 each, whether the two files give the same tensors on generated inputs (largest absolute
 difference, dequantised), whether their signatures agree, how far the exporter's file is from
-the shipped file on the same inputs, and whether each one's bytes equal the shipped file's
-(bytes also follow the converter's release, which exports before 2026-12-03 did not record). The int8 calibration set is the same generated images for both; the
-exporter's int8 conversion is run once more on them 255 times brighter, to show whether the
-calibration set moves any byte of a quantization-aware model (its own ranges set the scales).
+the shipped file on the same inputs, and whether each one's bytes equal the shipped file's.
+Each conversion runs once, the Keras way first (so it also pays the process's first-use costs,
+most for the first model): the ratios are single runs, not a distribution. The int8 calibration set is the same generated images for both; the
+exporter's int8 conversion is run once more on them 255 times brighter
+(``bytes_follow_the_calibration_set``: whether that moved any byte of the quantization-aware
+model, whose own ranges set the scales).
 """
 
 from __future__ import annotations

@@ -58,10 +58,12 @@ def _converter(model, workdir: Path):
     shipped models' weights; ``tests/test_export_conversion.py``)."""
     import tensorflow as tf
 
-    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=model.input_names[0])
+    if len(model.inputs) != 1:
+        raise ValueError(f"{model.name}: the exporters convert models of one input, not {len(model.inputs)}")
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype, name=model.input_names[0])
 
     def serve(x):
-        return dict(zip(model.output_names, tf.nest.flatten(model(x, training=False))))
+        return dict(zip(model.output_names, tf.nest.flatten(model(x, training=False)), strict=True))
 
     module = tf.Module()
     module.variables_to_save = list(model.variables)  # tracked, so the saved function finds them
@@ -224,8 +226,8 @@ def export(run: Path, out: Path, int8: bool = True, data_root: Path | None = Non
     train = [s for s in samples if s.writer in train_writers]
     rng = np.random.default_rng(0)
     rep_samples = [train[i] for i in sorted(rng.choice(len(train), size=min(300, len(train)), replace=False))]
-    # as the model sees them (0..1); a QAT model's own ranges set its int8 scales, so the
-    # 0..255 canvases fed here before moved no byte (benchmarks/conversion.py)
+    # as the model sees them (0..1). A QAT model's own ranges set its int8 scales: inputs 255
+    # times brighter moved no byte in benchmarks/conversion.py (generated inputs, not these)
     representative = D.preprocess(rep_samples, opts, cache).astype(np.float32) / 255.0
 
     float_model = build_model(arch, h, w, alpha, dim)

@@ -171,8 +171,10 @@ def test_detector_export_adds_to_a_bundle_and_fuses_rescorer_scores_in_the_runti
     assert b.models["embedder"].sha256 == before["models"]["embedder"]["sha256"]  # embedder untouched
     assert b.model("detector").raw["decoding"]["stride"] == 8
     assert {"map50", "map50_95"} <= set(report["report"]["detector"]["validation"])
-    fonts = report["generated_pages"]["fonts"]  # the signature-free pages' fonts, named
-    assert fonts == [Path(f).name for f in font_files()] and report["generated_pages"]["opencv"]
+    # the export host's fonts drew the signature-free pages, named in the manifest on disk
+    written = json.loads((bundle / "manifest.json").read_text())["detection"]["generated_pages"]
+    assert written["fonts"] == [Path(f).name for f in font_files()] == sorted(written["font_sha256"])
+    assert written == report["generated_pages"] and written["opencv"] and written["freetype"]
     assert b.model("detector").raw["rescoring"]["models"] == ["rescorer", "rescorer_2"]
     assert b.model("detector_float").raw["rescoring"]["models"] == ["rescorer_float", "rescorer_2_float"]
     assert b.model("rescorer").precision == "int8" and b.model("rescorer").raw["output"]["kind"] == "logit"

@@ -49,15 +49,20 @@ def font_files() -> list[str]:
 
 def renderer_provenance() -> dict:
     """What generated pages depend on besides the code and the seed: this host's TrueType
-    fonts (file names) and the libraries that draw them. Another font set draws other
-    pages, so exports record it beside the thresholds they chose on generated pages."""
-    from importlib import metadata
+    fonts (names and sha256) and the libraries that draw them (Pillow, its FreeType, whether
+    its raqm text layout is there, OpenCV). Another font set draws other pages, so exports
+    record the export host's beside the thresholds they chose on generated pages. Equal
+    records do not prove equal pages (other system libraries), unequal ones explain a change."""
+    import hashlib
 
-    try:
-        pillow = metadata.version("pillow")
-    except metadata.PackageNotFoundError:
-        pillow = "not installed"
-    return {"fonts": [Path(f).name for f in font_files()], "pillow": pillow, "opencv": cv2.__version__}
+    from PIL import __version__ as pillow
+    from PIL import features
+
+    files = font_files()
+    return {"fonts": [Path(f).name for f in files],
+            "font_sha256": {Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files},
+            "pillow": pillow, "freetype": features.version("freetype2"), "raqm": bool(features.check("raqm")),
+            "opencv": cv2.__version__}
 
 
 @dataclass
