@@ -101,12 +101,9 @@ def keras_int8(model, representative: np.ndarray) -> bytes:
     """The exporters' int8 settings, through ``from_keras_model`` (the shipped files' path)."""
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x[None, ..., None]] for x in representative)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
+    from export.export_embedder import full_integer
+
+    return full_integer(tf.lite.TFLiteConverter.from_keras_model(model), representative).convert()
 
 
 def outputs(model_bytes: bytes, inputs: np.ndarray) -> tuple[dict, list[dict[str, np.ndarray]]]:

@@ -77,22 +77,26 @@ def convert_float(model) -> bytes:
         return _converter(model, Path(workdir)).convert()
 
 
-def convert_int8(qat_model, representative: np.ndarray) -> bytes:
+def full_integer(conv, representative: np.ndarray):
+    """Set a TFLite converter to full-integer int8 (input and output too), calibrated on the
+    representative inputs (N, H, W): every exporter's int8 settings, in one place."""
     import tensorflow as tf
 
+    def rep():
+        for x in representative:
+            yield [np.asarray(x, np.float32)[None, ..., None]]
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv
+
+
+def convert_int8(qat_model, representative: np.ndarray) -> bytes:
     with tempfile.TemporaryDirectory(prefix="sigedge-convert-") as workdir:
-        conv = _converter(qat_model, Path(workdir))
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-
-        def rep():
-            for x in representative:
-                yield [np.asarray(x, np.float32)[None, ..., None]]
-
-        conv.representative_dataset = rep
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-        return conv.convert()
+        return full_integer(_converter(qat_model, Path(workdir)), representative).convert()
 
 
 def embed_tflite(path: Path, canvases: np.ndarray) -> np.ndarray:

@@ -385,8 +385,13 @@ class Gallery:
         that extends the other (``statistics`` and ``statistics+hinge:…``) is compatible: the
         shorter vectors are what the length checks handle. A gallery that recorded no layout
         (made before galleries did) is taken to match, as it was."""
+        return not ink_layouts_compatible(self._recorded_ink_layout(conn), self._ink_layout())
+
+    @staticmethod
+    def _recorded_ink_layout(conn) -> str:
+        """The layout the gallery recorded for its ink vectors ("" where it recorded none)."""
         row = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()
-        return not ink_layouts_compatible(str(row[0] or "") if row else "", self._ink_layout())
+        return str(row[0] or "") if row else ""
 
     def _ensure_ink_layout_in_txn(self, conn) -> None:
         """Refuse to store ink vectors beside others measured another way (one gallery, one
@@ -394,8 +399,7 @@ class Gallery:
         layout = self._ink_layout()
         if not layout:
             return
-        row = conn.execute("SELECT value FROM meta WHERE key='ink_layout'").fetchone()
-        recorded = str(row[0] or "") if row else ""
+        recorded = self._recorded_ink_layout(conn)
         if not ink_layouts_compatible(recorded, layout) and has_table(conn, "sample_ink") and \
                 conn.execute("SELECT COUNT(*) FROM sample_ink").fetchone()[0]:
             raise GalleryError(f"{self.path}: its references' ink was measured as {recorded!r}, this bundle measures "
