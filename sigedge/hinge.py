@@ -35,7 +35,8 @@ from .errors import ModelError, NoSignatureError
 if TYPE_CHECKING:
     from .normalize import NormalizeOptions
 
-__all__ = ["HingeSpec", "STROKES", "chi_square_distances", "contour_hinge", "hinge_distances", "hinge_histograms", "thin"]
+__all__ = ["HingeSpec", "STROKES", "chi_square_distances", "contour_hinge", "hinge_distances", "hinge_histograms",
+           "ink_hinge", "thin"]
 
 #: How the stroke is traced: its own outline, or its centre line redrawn at one width.
 STROKES = ("ink", "skeleton")
@@ -86,8 +87,6 @@ class HingeSpec:
 
 def _ink_mask(image: np.ndarray, height: int, options: NormalizeOptions) -> np.ndarray:
     """The cropped ink mask (uint8 0/1) of a cleaned signature, resized to ``height`` rows."""
-    import cv2  # here, as in sigedge.scoring, so that reading a manifest's scorer stays light
-
     from .normalize import crop_to_ink, find_ink, to_gray
 
     _, mask = find_ink(to_gray(image), options)
@@ -95,7 +94,16 @@ def _ink_mask(image: np.ndarray, height: int, options: NormalizeOptions) -> np.n
     if box is None:
         raise NoSignatureError("no ink found to trace the contours of")
     x0, y0, x1, y1 = box
-    crop = mask[y0:y1, x0:x1].astype(np.uint8) * 255
+    return _resized(mask[y0:y1, x0:x1], height)
+
+
+def _resized(ink: np.ndarray, height: int) -> np.ndarray:
+    """A mask cropped to its ink, resized to ``height`` rows (uint8 0/1)."""
+    import cv2  # here, as in sigedge.scoring, so that reading a manifest's scorer stays light
+
+    crop = np.asarray(ink).astype(np.uint8) * 255
+    if crop.size == 0 or not crop.any():
+        raise NoSignatureError("no ink found to trace the contours of")
     # a box flatter than MAX_ASPECT (a stray rule line, not a signature) is resized by its width
     # instead, so the mask, and the thinning's time, stay bounded
     scale = min(height / crop.shape[0], MAX_ASPECT * height / crop.shape[1])
@@ -107,12 +115,23 @@ def contour_hinge(image: np.ndarray, spec: HingeSpec | None = None,
                   options: NormalizeOptions | None = None) -> np.ndarray:
     """float32 (spec.size,): the hinge histograms of a cleaned signature (uint8 gray or BGR),
     one a fragment length, each summing to 1 (all 0 where no contour is that long)."""
-    import cv2
-
     from .normalize import NormalizeOptions
 
     spec = spec or HingeSpec()
-    mask = _ink_mask(image, spec.height, options or NormalizeOptions())
+    return _traced(_ink_mask(image, spec.height, options or NormalizeOptions()), spec)
+
+
+def ink_hinge(ink: np.ndarray, spec: HingeSpec | None = None) -> np.ndarray:
+    """:func:`contour_hinge` of a signature whose ink mask, cropped to the ink, is already at
+    hand (:attr:`sigedge.normalize.NormalizedSignature.ink_mask`): the same histograms
+    without finding the ink a second time."""
+    spec = spec or HingeSpec()
+    return _traced(_resized(ink, spec.height), spec)
+
+
+def _traced(mask: np.ndarray, spec: HingeSpec) -> np.ndarray:
+    import cv2
+
     if spec.stroke == "skeleton":
         mask = cv2.dilate(thin(mask), np.ones((3, 3), np.uint8))
     return hinge_histograms(mask, spec.fragments, spec.bins)
@@ -157,17 +176,49 @@ def _thinning_tables() -> tuple[np.ndarray, np.ndarray]:
 _THINNING = _thinning_tables()
 
 
+#: Flat-index offsets of P2..P9 (clockwise from north) are these (row, column) steps.
+_NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
 def thin(mask: np.ndarray) -> np.ndarray:
-    """The one-pixel-wide centre line (uint8 0/1) of a binary mask, by Zhang-Suen thinning."""
+    """The one-pixel-wide centre line (uint8 0/1) of a binary mask, by Zhang-Suen thinning.
+
+    Each sub-iteration looks only at the pixels still ink (a fifth of a signature's ink box
+    or less), gathered by flat index, rather than at the whole image: the same parallel
+    rule on the same neighbourhoods, so the same centre line as :func:`_thin_dense`, in a
+    fraction of the time (``benchmarks/hinge_speed.py``).
+    """
+    img = np.pad((np.asarray(mask) > 0).astype(np.uint8), 1)  # the zero ring keeps every gather inside
+    w = img.shape[1]
+    flat = img.reshape(-1)
+    steps = [dy * w + dx for dy, dx in _NEIGHBOURS]
+    ink = np.flatnonzero(flat)
+    while True:
+        changed = False
+        for table in _THINNING:
+            # every neighbourhood is read before any pixel is removed: the rule is parallel
+            code = flat[ink + steps[0]]
+            for k in range(1, 8):
+                code |= flat[ink + steps[k]] << k
+            remove = table[code]
+            if remove.any():
+                flat[ink[remove]] = 0
+                ink = ink[~remove]
+                changed = True
+        if not changed:
+            return img[1:-1, 1:-1].copy()
+
+
+def _thin_dense(mask: np.ndarray) -> np.ndarray:
+    """:func:`thin` over the whole image at each sub-iteration: the plain form, kept as the
+    reference the sparse one is tested and timed against."""
     img = np.pad((np.asarray(mask) > 0).astype(np.uint8), 1)
-    # (row, column) offsets of P2..P9, clockwise from north
-    offsets = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
     h, w = img.shape
     while True:
         changed = False
         for table in _THINNING:
             code = np.zeros((h - 2, w - 2), np.int32)
-            for k, (dy, dx) in enumerate(offsets):
+            for k, (dy, dx) in enumerate(_NEIGHBOURS):
                 code |= img[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx].astype(np.int32) << k
             remove = (img[1:-1, 1:-1] == 1) & table[code]
             if remove.any():

@@ -18,7 +18,7 @@ Training uses exactly this code, so the model sees at run time what it saw in tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import cv2
@@ -71,6 +71,9 @@ class NormalizedSignature:
     canvas: np.ndarray  # float32 (H, W) in [0, 1], ink high
     ink_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the ink in the input image
     angle: float  # degrees the crop was rotated by deskew (0 when off)
+    #: bool (y1 - y0, x1 - x0): the ink found in the input image, cropped to ``ink_box`` (before
+    #: any deskew); the contour hinge is traced from it (:func:`sigedge.hinge.ink_hinge`)
+    ink_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -269,4 +272,5 @@ def normalize_signature(image: np.ndarray, options: NormalizeOptions | None = No
     if opts.deskew:
         ink, angle = deskew(ink)
     canvas = fit_to_canvas(ink, opts.height, opts.width, opts.margin)
-    return NormalizedSignature(canvas=canvas.astype(np.float32) / 255.0, ink_box=box, angle=angle)
+    return NormalizedSignature(canvas=canvas.astype(np.float32) / 255.0, ink_box=box, angle=angle,
+                               ink_mask=mask[y0:y1, x0:x1])

@@ -13,7 +13,7 @@ from .bundle import ModelBundle
 from .clean import CleanOptions, LearnedCleaner, clean_signature
 from .detect import DetectOptions, Detection, Detector, crop, rescorer_roles
 from .errors import MissingCleanerError, ModelError, NoSignatureError, UsageError
-from .hinge import HingeSpec, contour_hinge
+from .hinge import HingeSpec, ink_hinge
 from .imageio import ImageInput, load_image
 from .interpreter import TFLiteModel
 from .normalize import NormalizedSignature, ink_strips, normalize_signature, rotate_image
@@ -342,10 +342,11 @@ class Pipeline:
         return layout
 
     def _features(self, cleaned: np.ndarray) -> SignatureFeatures:
-        canvas = normalize_signature(cleaned, self.normalize_options).canvas
+        normalized = normalize_signature(cleaned, self.normalize_options)
+        canvas = normalized.canvas
         ink = ink_statistics(canvas)
-        if self.hinge is not None:  # traced on the cleaned image, not the coarse canvas
-            ink = np.concatenate([ink, contour_hinge(cleaned, self.hinge, self.normalize_options)])
+        if self.hinge is not None:  # traced on the cleaned image's ink, not the coarse canvas
+            ink = np.concatenate([ink, ink_hinge(normalized.ink_mask, self.hinge)])
         if self.strips is not None:
             ink = np.concatenate([ink, self.strip_embeddings(cleaned)])
         return SignatureFeatures(self.embed_canvas(canvas), ink)

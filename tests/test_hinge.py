@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sigedge.errors import ModelError, NoSignatureError
-from sigedge.hinge import HingeSpec, contour_hinge, hinge_distances, thin
+from sigedge.hinge import HingeSpec, _thin_dense, contour_hinge, hinge_distances, ink_hinge, thin
 
 
 def drawn(shape: str, scale: float = 1.0, pen: int = 4) -> np.ndarray:
@@ -57,6 +57,33 @@ def test_thinning_leaves_a_one_pixel_centre_line():
     assert line.sum() > 30 and (line.sum(axis=0) <= 1).all()  # one pixel a column along the bar
     assert set(np.nonzero(line)[0]) <= {9, 10, 11}  # in the middle of rows 7..13
     assert thin(np.zeros((5, 5), np.uint8)).sum() == 0
+
+
+def test_the_sparse_thinning_gives_the_whole_image_rule_s_centre_line():
+    rng = np.random.default_rng(0)
+    masks = [(rng.random(tuple(rng.integers(1, 60, 2))) < rng.random()).astype(np.uint8) for _ in range(60)]
+    masks += [cv2.dilate(m, np.ones((3, 3), np.uint8)) for m in masks[:30]]
+    masks += [(drawn(s, 0.5, pen) < 128).astype(np.uint8) for s in ("ring", "zigzag") for pen in (2, 9)]
+    masks += [np.ones((7, 9), np.uint8), np.zeros((5, 5), np.uint8)]
+    for mask in masks:
+        expected = _thin_dense(mask)
+        got = thin(mask)
+        assert got.dtype == np.uint8 and got.shape == mask.shape
+        np.testing.assert_array_equal(got, expected)
+    assert masks[-4].sum() > 0 and thin(masks[-4]).sum() > 0  # the rule was exercised, not only blanks
+
+
+def test_the_hinge_from_the_normalisation_s_ink_mask_equals_the_one_found_again():
+    from sigedge.normalize import NormalizeOptions, normalize_signature
+
+    for shape in ("ring", "zigzag"):
+        img = drawn(shape, 0.7)
+        normalized = normalize_signature(img, NormalizeOptions())
+        x0, y0, x1, y1 = normalized.ink_box
+        assert normalized.ink_mask.shape == (y1 - y0, x1 - x0) and normalized.ink_mask.any()
+        np.testing.assert_array_equal(ink_hinge(normalized.ink_mask), contour_hinge(img))
+    with pytest.raises(NoSignatureError):
+        ink_hinge(np.zeros((10, 10), bool))
 
 
 def test_distances_are_zero_alike_one_disjoint_and_broadcast():
