@@ -5,6 +5,9 @@
     python benchmarks/scorer_candidates.py compare --fold 0=… --fold 1=… --fold 2=… --fold 3=… \\
         --sets ,hinge_2_12,hinge_ink,width,topology,runs,darkness,nearest,halves,thirds,halves+nearest \\
         --out benchmarks/results/scorer-candidates.json
+    python benchmarks/scorer_candidates.py describe --fold … --measure hinge_halves+hinge_thirds
+    python benchmarks/scorer_candidates.py compare --fold … --sets ,hinge_halves,hinge_thirds \
+        --out benchmarks/results/scorer-candidates-hinge-parts.json
 
 (``runs/hinge/foldK``: fold K's bundle with a scorer cross-fitted as the shipped one, model
 card, "Contour hinge and a cross-fitted scorer"; only its embedder, background and hinge
@@ -82,7 +85,13 @@ CANDIDATES = {
     # the shipped means over the references (read from the shipped ink vector)
     "nearest": ("nearest", 0),
     "thirds": ("emb", 3),         # the embeddings of three strips of the ink, each half its width
+    # the shipped hinge (skeleton, fragments 4 and 8) traced within strips of the ink box, as the
+    # part embeddings cut it: where along the signature the pen turns, not only how often
+    "hinge_halves": ("hist", 4),  # the left and the right 60 %
+    "hinge_thirds": ("hist", 6),  # three strips, each half the width
 }
+#: The strip hinges: name -> (strips, each strip's share of the ink box's width).
+HINGE_PARTS = {"hinge_halves": (2, 0.6), "hinge_thirds": (3, 0.5)}
 #: The part embeddings: name -> (strips, each strip's share of the ink box's width).
 PARTS = {"halves": (2, 0.6), "thirds": (3, 0.5)}
 #: The candidates :func:`candidates` measures (the others are read from what ships).
@@ -93,7 +102,7 @@ def candidates(cleaned: np.ndarray, pipe: Pipeline, names: tuple[str, ...] = MEA
     """The named candidate descriptors of a cleaned signature (see :data:`CANDIDATES`)."""
     opts = pipe.normalize_options
     out = {}
-    if set(names) & {"hinge_2_12", "hinge_ink", "width", "topology", "runs"}:
+    if set(names) & {"hinge_2_12", "hinge_ink", "width", "topology", "runs", *HINGE_PARTS}:
         mask = _ink_mask(cleaned, HEIGHT, opts)
         skeleton = thin(mask)
         stroke = cv2.dilate(skeleton, np.ones((3, 3), np.uint8))
@@ -107,6 +116,9 @@ def candidates(cleaned: np.ndarray, pipe: Pipeline, names: tuple[str, ...] = MEA
         ends, branches = int((on & (neighbours == 1)).sum()), int((on & (neighbours >= 3)).sum())
         out["topology"] = np.log([length / HEIGHT, (ends + 1) / length * HEIGHT, (branches + 1) / length * HEIGHT])
         out["runs"] = np.concatenate([_paper_runs(mask), _paper_runs(mask.T)])
+        for name, (count, span) in HINGE_PARTS.items():
+            out[name] = np.concatenate([hinge_histograms(np.ascontiguousarray(part), (4, 8), 12)
+                                        for part in _column_strips(stroke, count, span)])
     flat, ink = find_ink(to_gray(cleaned), opts)
     darkness = 1.0 - flat[ink > 0].astype(np.float64) / 255.0
     out["darkness"] = _normalised(np.histogram(np.clip(darkness, 0, 0.999), bins=10, range=(0, 1))[0])
@@ -115,6 +127,15 @@ def candidates(cleaned: np.ndarray, pipe: Pipeline, names: tuple[str, ...] = MEA
             out[name] = np.concatenate([pipe.embed_canvas(normalize_signature(part, opts).canvas)
                                         for part in ink_strips(cleaned, count, span, opts)])
     return {k: np.asarray(v, np.float32) for k, v in out.items() if k in names}
+
+
+def _column_strips(mask: np.ndarray, count: int, span: float) -> list[np.ndarray]:
+    """``count`` strips of a mask's columns, each ``span`` of its width, evenly spaced from the
+    left edge to the right one (as :func:`sigedge.normalize.ink_strips` cuts the ink box)."""
+    width = mask.shape[1]
+    size = max(1, int(round(span * width)))
+    starts = np.linspace(0, width - size, count).round().astype(int)
+    return [mask[:, x:x + size] for x in starts]
 
 
 def _normalised(counts: np.ndarray) -> np.ndarray:
