@@ -280,7 +280,8 @@ def _pair(v) -> dict:
     return {name: (None if np.isnan(x) else float(x)) for name, x in zip(("eer_skilled", "eer_random"), v)}
 
 
-def compare(specs: list[tuple[int, Path]], cache: Path, draws: int, sets: list[tuple[str, ...]]) -> dict:
+def compare(specs: list[tuple[int, Path]], cache: Path, draws: int, sets: list[tuple[str, ...]],
+            fit_collections: tuple[str, ...] = FIT) -> dict:
     data = {}
     for k, bundle in specs:
         pipe = Pipeline(bundle, PipelineOptions(query_rotations=SEARCH, threshold=0.5))
@@ -291,7 +292,7 @@ def compare(specs: list[tuple[int, Path]], cache: Path, draws: int, sets: list[t
         label = "shipped" + "".join(f" + {n}" for n in names)
         per_fold = {}
         for k, _ in specs:
-            train = [(data[j][c], c) for j, _ in specs if j != k for c in FIT]
+            train = [(data[j][c], c) for j, _ in specs if j != k for c in fit_collections]
             per_fold[k] = validation(data[k], fit(train, names), names, draws)
         mean = {c: {rule: {agg: {e: _mean([per_fold[k][c][rule][agg][e] for k in per_fold])
                                  for e in ("eer_skilled", "eer_random")} for agg in ("draw0", "mean")}
@@ -320,6 +321,9 @@ def _more_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "scorer-candidates")
     ap.add_argument("--sets", default=",".join(["", *CANDIDATES]),
                     help="compare: candidate sets to add, comma-separated, each a '+'-joined list of names; empty: none")
+    ap.add_argument("--fit", default=",".join(FIT),
+                    help="compare: the collections whose validation writers of the other folds the scorer is "
+                         "fitted on, comma-separated (export.fit_scorer --cross-fit's: sigcomp2011_dutch and ssbi)")
     ap.add_argument("--measure", default="+".join(MEASURED),
                     help="describe: the candidates to measure, '+'-joined (a cache file each set; default: all)")
 
@@ -337,9 +341,13 @@ def main(argv=None) -> int:
     unknown = {n for s in sets for n in s} - set(CANDIDATES)
     if unknown:
         raise SystemExit(f"unknown candidates {sorted(unknown)}; known: {sorted(CANDIDATES)}")
-    results = compare(specs, args.cache, args.draws, sets)
+    fit_collections = tuple(c for c in args.fit.split(",") if c)
+    if not fit_collections or set(fit_collections) - set(COLLECTIONS):
+        raise SystemExit(f"--fit takes collections among {list(COLLECTIONS)}, not {args.fit!r}")
+    results = compare(specs, args.cache, args.draws, sets, fit_collections)
     if args.out:
         args.out.write_text(json.dumps({"results": results, "search_angles": list(SEARCH), "draws": args.draws,
+                                        "fit_collections": list(fit_collections),
                                         "folds": {k: str(b) for k, b in specs}}, indent=1) + "\n")
     return 0
 
