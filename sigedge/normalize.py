@@ -72,7 +72,8 @@ class NormalizedSignature:
     ink_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the ink in the input image
     angle: float  # degrees the crop was rotated by deskew (0 when off)
     #: bool (y1 - y0, x1 - x0): the ink found in the input image, cropped to ``ink_box`` (before
-    #: any deskew); the contour hinge is traced from it (:func:`sigedge.hinge.ink_hinge`)
+    #: any deskew; a copy, so the full-size mask is not kept alive); the contour hinge is traced
+    #: from it (:func:`sigedge.hinge.ink_hinge`)
     ink_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
@@ -273,4 +274,4 @@ def normalize_signature(image: np.ndarray, options: NormalizeOptions | None = No
         ink, angle = deskew(ink)
     canvas = fit_to_canvas(ink, opts.height, opts.width, opts.margin)
     return NormalizedSignature(canvas=canvas.astype(np.float32) / 255.0, ink_box=box, angle=angle,
-                               ink_mask=mask[y0:y1, x0:x1])
+                               ink_mask=mask[y0:y1, x0:x1].copy())
