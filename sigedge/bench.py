@@ -22,7 +22,7 @@ from .cli_common import print_table
 from .imageio import load_image, read_image_bytes
 from .interpreter import TFLiteModel, interpreter_backend
 from .normalize import normalize_signature
-from .hinge import contour_hinge
+from .hinge import ink_hinge
 from .scoring import LearnedScorer, cosine_similarities, fuse_scores, ink_statistics, l2_normalize
 from .synth import synthetic_signature
 
@@ -69,10 +69,20 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
     the detector (generated ones where empty)."""
     bundle = ModelBundle.load(bundle_dir)
     opts = bundle.normalize_options
+    built: list = []
+
+    def pipeline():  # the bundle's Pipeline, built once, for the stages that time it whole
+        from .pipeline import Pipeline
+
+        if not built:
+            built.append(Pipeline(bundle_dir))
+        return built[0]
+
     encoded = _encoded_inputs(images)
     decoded = [load_image(b) for b in encoded]
     cleaned = [clean_signature(img) for img in decoded]
-    canvases = [normalize_signature(img, opts).canvas for img in cleaned]
+    normalized = [normalize_signature(img, opts) for img in cleaned]
+    canvases = [n.canvas for n in normalized]
     report: dict = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "threads": 1, "interpreter_backend": interpreter_backend()},
@@ -99,13 +109,12 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
     if scorer is not None:  # what the learned scorer adds: the ink statistics and its features
         inks = np.stack([ink_statistics(c) for c in canvases])
         stages["ink_statistics"] = time_stage(ink_statistics, canvases, repeat)
-        if scorer.hinge is not None:  # traced on the cleaned crop, as the pipeline does
-            inks = np.hstack([inks, np.stack([contour_hinge(img, scorer.hinge, opts) for img in cleaned])])
-            stages["contour_hinge"] = time_stage(lambda img: contour_hinge(img, scorer.hinge, opts), cleaned, repeat)
+        if scorer.hinge is not None:  # from the normalisation's ink mask, as the pipeline traces it
+            masks = [n.ink_mask for n in normalized]
+            inks = np.hstack([inks, np.stack([ink_hinge(m, scorer.hinge) for m in masks])])
+            stages["contour_hinge"] = time_stage(lambda m: ink_hinge(m, scorer.hinge), masks, repeat)
         if scorer.strips is not None:  # as the pipeline embeds them (int8, one thread)
-            from .pipeline import Pipeline
-
-            strip_embeddings = Pipeline(bundle_dir).strip_embeddings
+            strip_embeddings = pipeline().strip_embeddings
             inks = np.hstack([inks, np.stack([strip_embeddings(img) for img in cleaned])])
             stages["strip_embeddings"] = time_stage(strip_embeddings, cleaned, repeat)
         stages["score_learned"] = time_stage(lambda i: scorer.score(embeddings["embedder"][i], inks[i], refs, inks[:5]),
@@ -126,9 +135,7 @@ def run_bench(bundle_dir: Path | None, images: Sequence[Path], repeat: int = 50,
     rotations = bundle.query_rotations
     report["query_rotations"] = list(rotations)
     if len(rotations) > 1:  # a query is described at every rotation: what verification pays for it
-        from .pipeline import Pipeline
-
-        pipe = Pipeline(bundle_dir)
+        pipe = pipeline()
         stages["describe_upright"] = time_stage(pipe.describe, decoded, repeat)
         stages["describe_query"] = time_stage(pipe.describe_query, decoded, repeat)
         report["query_rotations_cost_vs_upright"] = (stages["describe_query"]["p50_ms"]
