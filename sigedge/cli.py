@@ -242,6 +242,9 @@ def evaluate(
     draws: int = typer.Option(1, "--draws", min=1,
                               help="Also report the mean EER over this many reference draws (seeds SEED, SEED+1, ...): "
                                    "with few writers one draw moves the EER by points."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0,
+                                  help="Also report a 95 % interval of each EER from this many resamples of the "
+                                       "writers (with replacement; draw SEED's scores; e.g. 1000)."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="mean | max | top2 (default: the bundle's)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write ROC/DET curves and score histograms (PNG)."),
     bundle: Optional[Path] = BundleOpt,
@@ -258,7 +261,8 @@ def evaluate(
 
         run_evaluation(labels, refs=refs, seed=seed, fusion=fusion, plot=plot, as_json=as_json,
                        pipeline=_pipeline(bundle, threads, precision, scorer=scorer,
-                                          query_rotations=query_rotations, cleaner=cleaner), draws=draws)
+                                          query_rotations=query_rotations, cleaner=cleaner), draws=draws,
+                       bootstrap=bootstrap)
 
 
 @app.command()

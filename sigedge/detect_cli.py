@@ -84,6 +84,10 @@ def register(app: typer.Typer) -> None:
         split: Optional[Path] = typer.Option(None, "--split", help="Only the image file names listed in this file."),
         threshold: Optional[float] = typer.Option(None, "--threshold", help="Score threshold for P/R (default: bundle)."),
         failures: Optional[Path] = typer.Option(None, "--failures", help="Write annotated failure cases here."),
+        bootstrap: int = typer.Option(0, "--bootstrap", min=0,
+                                      help="Also report 95 % intervals from this many resamples of the pages "
+                                           "(with replacement; e.g. 1000)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the --bootstrap resampling."),
         bundle: Optional[Path] = bundle_opt,
         threads: int = threads_opt,
         precision: str = precision_opt,
@@ -91,7 +95,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Precision, recall, mAP@0.5 and mAP@0.5:0.95 of the detector on a labelled folder."""
         with command_errors():
-            from .detection_metrics import evaluate_detections, failure_cases, read_split, read_yolo_labels, yolo_pairs
+            from .detection_metrics import (bootstrap_over_pages, evaluate_detections, failure_cases, read_split,
+                                            read_yolo_labels, yolo_pairs)
             from .imageio import load_image
 
             pairs = yolo_pairs(directory)
@@ -117,6 +122,8 @@ def register(app: typer.Typer) -> None:
             data = {"directory": str(directory), "precision_mode": precision, **report.to_dict()}
             if failures is not None:
                 data["failures"] = _write_failures(failures, failure_cases(preds, truth, thr), images)
+            if bootstrap > 0:
+                data["bootstrap"] = bootstrap_over_pages(preds, truth, thr, resamples=bootstrap, seed=seed)
 
             def human() -> None:
                 print_table(["images", "boxes", "predicted", "threshold", "precision", "recall", "F1",
@@ -125,6 +132,12 @@ def register(app: typer.Typer) -> None:
                               report.precision, report.recall, report.f1, report.map50, report.map50_95)])
                 if failures is not None:
                     typer.echo(f"{len(data['failures'])} failure case(s) written to {failures}")
+                if bootstrap > 0:
+                    b = data["bootstrap"]
+                    spans = ", ".join(f"{label} {b[name + '_interval'][0]:.3f} to {b[name + '_interval'][1]:.3f}"
+                                      for name, label in (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95"),
+                                                          ("precision", "precision"), ("recall", "recall")))
+                    typer.echo(f"{100 * b['level']:.0f} % intervals over {bootstrap} resamples of the pages: {spans}")
 
             emit(data, as_json, human)
 

@@ -16,18 +16,25 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .metrics import auc, equal_error_rate, frr_at_far
+from .metrics import auc, equal_error_rate, frr_at_far, percentile_interval
 from .scoring import Fusion, LearnedScorer, WriterNormalisation, fuse_many, reference_agreement
 
-__all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores", "stack_variants"]
+__all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores", "stack_variants",
+           "bootstrap_over_writers"]
 
 
 @dataclass
 class ProtocolScores:
+    """The protocol's scores; ``*_claimed``: for each score, the index (into the sorted eligible
+    writers) of the writer the query was scored against, for resampling by writer."""
+
     genuine: np.ndarray
     skilled: np.ndarray
     random: np.ndarray
     writers: int
+    genuine_claimed: np.ndarray | None = None
+    skilled_claimed: np.ndarray | None = None
+    random_claimed: np.ndarray | None = None
 
 
 @dataclass
@@ -84,7 +91,8 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
     genuine_idx = {w: np.flatnonzero((writers_arr == w) & (kinds_arr == "genuine")) for w in sorted(set(writers))}
     eligible = [w for w, idx in genuine_idx.items() if len(idx) > references]
     g_scores, s_scores, r_scores = [], [], []
-    for w in eligible:
+    claimed: dict[str, list[int]] = {"genuine": [], "skilled": [], "random": []}
+    for k_writer, w in enumerate(eligible):
         idx = genuine_idx[w]
         refs = rng.choice(idx, size=references, replace=False)
         ref_emb = emb[refs]
@@ -107,7 +115,61 @@ def protocol_scores(embeddings: np.ndarray, writers: list[str], kinds: list[str]
         g_scores += list(best[positives])
         s_scores += list(best[skilled])
         r_scores += list(best[randoms])
-    return ProtocolScores(np.array(g_scores), np.array(s_scores), np.array(r_scores), len(eligible))
+        for name, rows in (("genuine", positives), ("skilled", skilled), ("random", randoms)):
+            claimed[name] += [k_writer] * len(rows)
+    return ProtocolScores(np.array(g_scores), np.array(s_scores), np.array(r_scores), len(eligible),
+                          *(np.array(claimed[n], dtype=np.intp) for n in ("genuine", "skilled", "random")))
+
+
+def _by_writer(ps: ProtocolScores) -> dict[str, list[np.ndarray]]:
+    """Each kind of trial's scores, split by the writer they were claimed against."""
+    if ps.genuine_claimed is None or ps.skilled_claimed is None or ps.random_claimed is None:
+        raise ValueError("these scores do not record their claimed writers")
+    return {name: [scores[claimed == w] for w in range(ps.writers)]
+            for name, scores, claimed in (("genuine", ps.genuine, ps.genuine_claimed),
+                                          ("skilled", ps.skilled, ps.skilled_claimed),
+                                          ("random", ps.random, ps.random_claimed))}
+
+
+def bootstrap_over_writers(folds: ProtocolScores | Sequence[ProtocolScores], resamples: int = 1000, seed: int = 0,
+                           level: float = 0.95) -> dict:
+    """How far the EERs could move with other writers like these: resample the claimed writers
+    with replacement (each keeps all its genuine, skilled and random trials) and recompute.
+
+    Given several folds' scores (writer-disjoint cross-validation), each fold's writers are
+    resampled within the fold and the interval is that of the mean of the folds' EERs, the
+    figure cross-validation reports. Writers, not trials, are resampled because a writer's
+    trials are not independent of one another: with a dozen writers, one hard writer moves the
+    EER by points. Resamples in which some fold draws no skilled trial (or no genuine or
+    random one) are skipped and counted."""
+    folds = [folds] if isinstance(folds, ProtocolScores) else list(folds)
+    if not folds:
+        raise ValueError("no scores to resample")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError("need resamples >= 1 and 0 < level < 1")
+    rng = np.random.default_rng(seed)
+    split = [(_by_writer(ps), ps.writers) for ps in folds]
+    eers: dict[str, list[float]] = {"skilled": [], "random": []}
+    skipped = {"skilled": 0, "random": 0}
+    for _ in range(resamples):
+        per_fold: dict[str, list[float]] = {"skilled": [], "random": []}
+        for by_writer, n in split:
+            chosen = rng.integers(n, size=n)
+            drawn = {name: np.concatenate([parts[w] for w in chosen]) for name, parts in by_writer.items()}
+            for name in per_fold:
+                if len(drawn["genuine"]) and len(drawn[name]):
+                    per_fold[name].append(equal_error_rate(drawn["genuine"], drawn[name])[0])
+        for name, values in per_fold.items():
+            if len(values) == len(split):
+                eers[name].append(float(np.mean(values)))
+            else:
+                skipped[name] += 1
+    out: dict = {"resamples": resamples, "seed": seed, "level": level, "unit": "writer", "folds": len(split)}
+    for name in ("skilled", "random"):
+        values = eers[name]
+        out[f"eer_{name}_interval"] = percentile_interval(values, level) if values else None
+        out[f"eer_{name}_skipped"] = skipped[name]
+    return out
 
 
 def stack_variants(described: Sequence[Sequence]) -> list[tuple[np.ndarray, np.ndarray]]:

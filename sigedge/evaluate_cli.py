@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,10 @@ import typer
 
 from .cli_common import emit, print_table, progress
 from .errors import SigedgeError, UsageError
-from .evaluate import EvaluationReport, ProtocolScores, protocol_scores, report_from_scores, stack_variants
+from .evaluate import (EvaluationReport, ProtocolScores, bootstrap_over_writers, protocol_scores, report_from_scores,
+                       stack_variants)
 
-__all__ = ["read_labels", "run_evaluation", "plot_scores"]
+__all__ = ["read_labels", "ScoredProtocol", "score_protocol", "run_evaluation", "over_draws", "plot_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,29 @@ def read_labels(labels: Path) -> list[tuple[Path, str, str]]:
     return rows
 
 
-def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, plot: Path | None, as_json: bool,
-                   pipeline, draws: int = 1) -> EvaluationReport:
+@dataclass
+class ScoredProtocol:
+    """What :func:`score_protocol` measured: the scores of reference draw ``seed``, and what
+    it takes to score other draws the same way (:func:`over_draws`)."""
+
+    scores: ProtocolScores
+    vectors: np.ndarray
+    writers: list[str]
+    kinds: list[str]
+    fusion: str
+    scoring: dict
+    images: int
+    failures: list[dict]
+
+
+def score_protocol(labels: Path, pipeline, *, refs: int, seed: int, fusion: str | None = None,
+                   show_progress: bool = False) -> ScoredProtocol:
+    """Describe every image of a labels CSV as verification does (each query at every query
+    rotation) and score the protocol's trials with the bundle's scorer, as ``sigedge evaluate``."""
     rows = read_labels(labels)
     described, writers, kinds, failures = [], [], [], []
     upright = pipeline.query_rotations.index(0.0)  # references are enrolled as they are
-    for path, writer, kind in progress(rows, "embedding", not as_json):
+    for path, writer, kind in progress(rows, "embedding", show_progress):
         try:
             described.append(pipeline.describe_query(path))  # each image at every query rotation
         except SigedgeError as exc:
@@ -54,7 +73,7 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
         kinds.append(kind)
     if not described:
         raise UsageError(f"{labels}: no usable image")
-    vectors = [d[upright].embedding for d in described]
+    vectors = np.stack([d[upright].embedding for d in described])
     variants = stack_variants(described)
     # the bundle's normalisation and scorer were fitted and calibrated for its own fusion only
     same_fusion = (fusion or pipeline.fusion) == pipeline.fusion
@@ -62,10 +81,16 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
                "scorer": pipeline.scorer if same_fusion else None, "ink": variants[upright][1],
                "query_variants": variants}
     fusion = fusion or pipeline.fusion
-    scores = protocol_scores(np.stack(vectors), writers, kinds, references=refs, seed=seed, fusion=fusion,
-                             **scoring)
+    scores = protocol_scores(vectors, writers, kinds, references=refs, seed=seed, fusion=fusion, **scoring)
     if scores.writers < 2:
         raise UsageError(f"need at least two writers with more than {refs} genuine signatures")
+    return ScoredProtocol(scores, vectors, writers, kinds, fusion, scoring, len(rows), failures)
+
+
+def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, plot: Path | None, as_json: bool,
+                   pipeline, draws: int = 1, bootstrap: int = 0) -> EvaluationReport:
+    measured = score_protocol(labels, pipeline, refs=refs, seed=seed, fusion=fusion, show_progress=not as_json)
+    scores, scoring, fusion, failures = measured.scores, measured.scoring, measured.fusion, measured.failures
     report = report_from_scores(scores, refs)
     # the threshold on the scale the scores were made on
     t, operating_point = pipeline.threshold_for("learned" if scoring["scorer"] is not None else "cosine")
@@ -77,7 +102,7 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
         "scorer": "learned" if scoring["scorer"] is not None else "cosine",
         "query_rotations": list(pipeline.query_rotations),
         "seed": seed,
-        "images": len(rows),
+        "images": measured.images,
         "skipped": failures,
         "shipped_threshold": {"name": operating_point, "value": t,
                               "frr": float(np.mean(scores.genuine < t)),
@@ -85,7 +110,10 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
                               "far_random": float(np.mean(scores.random >= t))},
     })
     if draws > 1:
-        report.extra["draws"] = over_draws(np.stack(vectors), writers, kinds, refs, seed, draws, fusion, **scoring)
+        report.extra["draws"] = over_draws(measured.vectors, measured.writers, measured.kinds, refs, seed, draws, fusion,
+                                           **scoring)
+    if bootstrap > 0:
+        report.extra["bootstrap"] = bootstrap_over_writers(scores, resamples=bootstrap, seed=seed)
     if plot is not None:
         plot_scores(scores, report, plot)
         report.extra["plot"] = str(plot)
@@ -111,6 +139,13 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
                 if per:
                     typer.echo(f"{name} EER over {draws} reference draws (seeds {seed}-{seed + draws - 1}): mean "
                                f"{pct(d[f'eer_{name}_mean'])}, range {pct(min(per))} to {pct(max(per))}")
+        if bootstrap > 0:
+            b = report.extra["bootstrap"]
+            for name in ("skilled", "random"):
+                interval = b[f"eer_{name}_interval"]
+                if interval is not None:
+                    typer.echo(f"{name} EER, {100 * b['level']:.0f} % interval over {bootstrap} resamples of the "
+                               f"writers: {pct(interval[0])} to {pct(interval[1])}")
         if failures:
             typer.echo(f"skipped {len(failures)} unreadable image(s); see --json for the list")
         if plot is not None:

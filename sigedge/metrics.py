@@ -5,11 +5,12 @@ Scores are similarities: higher means "more likely genuine".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RocCurve", "roc_curve", "equal_error_rate", "frr_at_far", "threshold_at_far", "auc"]
+__all__ = ["RocCurve", "roc_curve", "equal_error_rate", "frr_at_far", "threshold_at_far", "auc", "percentile_interval"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,10 @@ def auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
     ranks[order] = avg[inv]
     rg = ranks[: len(g)].sum()
     return float((rg - len(g) * (len(g) + 1) / 2) / (len(g) * len(i)))
+
+
+def percentile_interval(values: Sequence[float], level: float) -> tuple[float, float]:
+    """The central ``level`` share of ``values``: a percentile bootstrap interval."""
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(np.asarray(values, dtype=np.float64), [tail, 100 - tail])
+    return float(lo), float(hi)

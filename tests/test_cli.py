@@ -202,6 +202,19 @@ def test_evaluate_over_several_reference_draws(tmp_path):
     assert runner.invoke(app, ["evaluate", str(labels), "--draws", "0"]).exit_code == 2
 
 
+def test_evaluate_bootstrap_over_writers(tmp_path):
+    labels = make_eval_csv(tmp_path, writers=5, genuine=8)
+    rep = json.loads(runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--json", "--bootstrap", "40"]).output)
+    b = rep["extra"]["bootstrap"]
+    assert b["unit"] == "writer" and b["resamples"] == 40 and b["level"] == 0.95
+    for name in ("skilled", "random"):
+        lo, hi = b[f"eer_{name}_interval"]
+        assert lo <= rep[f"eer_{name}"] <= hi
+    human = runner.invoke(app, ["evaluate", str(labels), "--refs", "3", "--bootstrap", "40"])
+    assert "random EER, 95 % interval over 40 resamples of the writers" in human.output
+    assert runner.invoke(app, ["evaluate", str(labels), "--bootstrap", "-1"]).exit_code == 2
+
+
 def test_bench_json():
     r = runner.invoke(app, ["bench", "--repeat", "3", "--json"])
     assert r.exit_code == 0, r.output

@@ -110,7 +110,7 @@ def test_evaluate_detector_on_a_yolo_folder(tmp_path):
         (folder / "labels" / f"p{i}.txt").write_text("\n".join(lines))
     (tmp_path / "split.txt").write_text("p0.png\np2.png\n")
     res = runner.invoke(app, ["evaluate-detector", str(folder), "--json", "--split", str(tmp_path / "split.txt"),
-                              "--failures", str(tmp_path / "fail")])
+                              "--failures", str(tmp_path / "fail"), "--bootstrap", "30"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["images"] == 2 and data["ground_truth"] == 2
@@ -118,6 +118,8 @@ def test_evaluate_detector_on_a_yolo_folder(tmp_path):
         assert 0.0 <= data[key] <= 1.0
     assert data["map50_95"] <= data["map50"]
     assert len(data["failures"]) == len(list((tmp_path / "fail").glob("*.png")))
+    lo, hi = data["bootstrap"]["map50_interval"]
+    assert data["bootstrap"]["resamples"] == 30 and lo <= data["map50"] <= hi
 
 
 def test_evaluate_detector_without_images_folder_is_usage_error(tmp_path):

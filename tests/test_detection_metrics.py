@@ -8,6 +8,7 @@ import pytest
 from sigedge.detection_metrics import (
     DetectionReport,
     average_precision,
+    bootstrap_over_pages,
     evaluate_detections,
     failure_cases,
     iou_matrix,
@@ -220,6 +221,29 @@ def test_failure_cases():
     assert low["c"] == {"false_positives": [[1.0, 1.0, 2.0, 2.0]], "missed": []}
     perfect = {"a": (gt["a"], np.array([0.9, 0.8]))}
     assert failure_cases(perfect, {"a": gt["a"]}, score_threshold=0.3) == {}
+
+
+def test_bootstrap_over_pages_gives_intervals_around_the_report_and_is_seeded():
+    # ten pages found perfectly, two where the detector misses: recall 10/12, mAP < 1
+    gt = {f"p{k}": np.array([[0, 0, 10, 10]], float) for k in range(12)}
+    preds = {f"p{k}": _preds([[0, 0, 10, 10]], [0.9]) for k in range(10)}
+    preds["p10"] = _preds([[50, 50, 60, 60]], [0.95])  # a confident false positive
+    full = evaluate_detections(preds, gt, 0.5)
+    b = bootstrap_over_pages(preds, gt, 0.5, resamples=400, seed=0)
+    assert b["unit"] == "page" and b["resamples"] == 400
+    for name in ("map50", "map50_95", "precision", "recall"):
+        lo, hi = b[f"{name}_interval"]
+        assert 0.0 <= lo <= getattr(full, name) <= hi <= 1.0
+    lo, hi = b["recall_interval"]
+    assert hi == 1.0 and lo < 0.7  # a resample may miss both bad pages, or draw them several times
+    assert b == bootstrap_over_pages(preds, gt, 0.5, resamples=400, seed=0)
+    assert b != bootstrap_over_pages(preds, gt, 0.5, resamples=400, seed=1)
+    # identical pages: every resample is the same set, so the interval is the point
+    same = bootstrap_over_pages({k: v for k, v in preds.items() if k != "p10"},
+                                {k: v for k, v in gt.items() if k not in ("p10", "p11")}, 0.5, resamples=50)
+    assert same["map50_interval"] == (1.0, 1.0) and same["recall_interval"] == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        bootstrap_over_pages({}, {}, 0.5)
 
 
 def test_overlap_matrix_is_intersection_over_the_smaller_box():
