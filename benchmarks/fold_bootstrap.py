@@ -11,6 +11,10 @@ times; each resample's folds give their EERs and the mean of them. The report gi
 fold's EER with its interval and the mean's interval (95 % by default): how far the number
 that cross-validation reports could move with other writers like these. With about eleven
 writers a fold, one writer moves a fold's skilled EER by points.
+
+``--against-cosine`` also scores the same trials by the mean cosine alone (``sigedge evaluate
+--scorer cosine``) and resamples both with the same writers each time (a paired bootstrap):
+the interval of the difference says whether the bundle's scorer is better beyond that noise.
 """
 
 from __future__ import annotations
@@ -30,16 +34,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from crossval import parse_fold, split_dir  # noqa: E402
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
-from sigedge.evaluate import bootstrap_over_writers, report_from_scores  # noqa: E402
+from sigedge.evaluate import bootstrap_difference, bootstrap_over_writers, report_from_scores  # noqa: E402
 from sigedge.evaluate_cli import score_protocol  # noqa: E402
 
 log = logging.getLogger("fold_bootstrap")
 
 
-def fold_scores(fold: int, bundle: Path, labels_name: str, refs: int, seed: int):
+def fold_scores(fold: int, bundle: Path, labels_name: str, refs: int, seed: int, scorer: str = "bundle"):
     """(the protocol's scores of one fold's validation writers under the fold's bundle, the
     bundle's int8 embedder sha256)."""
-    pipe = Pipeline(bundle, PipelineOptions())
+    pipe = Pipeline(bundle, PipelineOptions(scorer=scorer))
     return score_protocol(split_dir(fold) / labels_name, pipe, refs=refs, seed=seed).scores, pipe.model_sha256
 
 
@@ -53,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="reference draw and resampling seed")
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--level", type=float, default=0.95)
+    ap.add_argument("--against-cosine", action="store_true",
+                    help="also score by the mean cosine and give the paired difference's interval")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -73,8 +79,19 @@ def main(argv=None) -> int:
             "eer_skilled_interval": joint["eer_skilled_interval"],
             "eer_random_interval": joint["eer_random_interval"],
             "skipped": {"skilled": joint["eer_skilled_skipped"], "random": joint["eer_random_skipped"]}}
+    comparison = None
+    if args.against_cosine:
+        cosine = [fold_scores(k, bundle, args.labels, args.refs, args.seed, scorer="cosine")[0] for k, bundle in folds]
+        comparison = {"baseline": "mean cosine (--scorer cosine)",
+                      "baseline_eer_skilled": [report_from_scores(ps, args.refs).eer_skilled for ps in cosine],
+                      "baseline_eer_random": [report_from_scores(ps, args.refs).eer_random for ps in cosine],
+                      **bootstrap_difference(scores, cosine, args.resamples, args.seed, args.level)}
+        for name in ("skilled", "random"):
+            comparison[f"baseline_mean_eer_{name}"] = float(np.mean(comparison[f"baseline_eer_{name}"]))
     result = {"labels": args.labels, "references": args.refs, "seed": args.seed, "resamples": args.resamples,
               "level": args.level, "unit": "writer, within each fold", "folds": per_fold, "mean": mean}
+    if comparison is not None:
+        result["against_cosine"] = comparison
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
@@ -84,6 +101,11 @@ def main(argv=None) -> int:
         s, r = row["eer_skilled_interval"], row["eer_random_interval"]
         print(f"{row['fold']!s:>4}  skilled {pct(row['eer_skilled'])} [{pct(s[0])}, {pct(s[1])}]  "
               f"random {pct(row['eer_random'])} [{pct(r[0])}, {pct(r[1])}]")
+    if comparison is not None:
+        for name in ("skilled", "random"):
+            lo, hi = comparison[f"difference_{name}_interval"]
+            print(f"{name}: bundle's scorer minus mean cosine {pct(mean[f'eer_{name}'] - comparison[f'baseline_mean_eer_{name}'])}"
+                  f" [{pct(lo)}, {pct(hi)}], better in {100 * comparison[f'share_better_{name}']:.1f} % of resamples")
     return 0
 
 

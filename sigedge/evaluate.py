@@ -20,7 +20,7 @@ from .metrics import auc, equal_error_rate, frr_at_far, percentile_interval
 from .scoring import Fusion, LearnedScorer, WriterNormalisation, fuse_many, reference_agreement
 
 __all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores", "stack_variants",
-           "bootstrap_over_writers"]
+           "bootstrap_over_writers", "bootstrap_difference"]
 
 
 @dataclass
@@ -131,6 +131,32 @@ def _by_writer(ps: ProtocolScores) -> dict[str, list[np.ndarray]]:
                                           ("random", ps.random, ps.random_claimed))}
 
 
+def _resampled_eers(split: Sequence[tuple[dict[str, list[np.ndarray]], int]],
+                    chosen: Sequence[np.ndarray]) -> dict[str, float | None]:
+    """Each kind of impostor's mean EER over the folds, with fold k's writers ``chosen[k]``
+    (None where some fold drew no such trial, or no genuine one)."""
+    per_fold: dict[str, list[float]] = {"skilled": [], "random": []}
+    for (by_writer, _), picked in zip(split, chosen):
+        drawn = {name: np.concatenate([parts[w] for w in picked]) for name, parts in by_writer.items()}
+        for name in per_fold:
+            if len(drawn["genuine"]) and len(drawn[name]):
+                per_fold[name].append(equal_error_rate(drawn["genuine"], drawn[name])[0])
+    return {name: float(np.mean(v)) if len(v) == len(split) else None for name, v in per_fold.items()}
+
+
+def _check_resampling(resamples: int, level: float) -> None:
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError("need resamples >= 1 and 0 < level < 1")
+
+
+def _intervals(values: dict[str, list[float]], skipped: dict[str, int], level: float, prefix: str = "eer") -> dict:
+    out: dict = {}
+    for name in ("skilled", "random"):
+        out[f"{prefix}_{name}_interval"] = percentile_interval(values[name], level) if values[name] else None
+        out[f"{prefix}_{name}_skipped"] = skipped[name]
+    return out
+
+
 def bootstrap_over_writers(folds: ProtocolScores | Sequence[ProtocolScores], resamples: int = 1000, seed: int = 0,
                            level: float = 0.95) -> dict:
     """How far the EERs could move with other writers like these: resample the claimed writers
@@ -145,30 +171,55 @@ def bootstrap_over_writers(folds: ProtocolScores | Sequence[ProtocolScores], res
     folds = [folds] if isinstance(folds, ProtocolScores) else list(folds)
     if not folds:
         raise ValueError("no scores to resample")
-    if resamples < 1 or not 0 < level < 1:
-        raise ValueError("need resamples >= 1 and 0 < level < 1")
+    _check_resampling(resamples, level)
     rng = np.random.default_rng(seed)
     split = [(_by_writer(ps), ps.writers) for ps in folds]
     eers: dict[str, list[float]] = {"skilled": [], "random": []}
     skipped = {"skilled": 0, "random": 0}
     for _ in range(resamples):
-        per_fold: dict[str, list[float]] = {"skilled": [], "random": []}
-        for by_writer, n in split:
-            chosen = rng.integers(n, size=n)
-            drawn = {name: np.concatenate([parts[w] for w in chosen]) for name, parts in by_writer.items()}
-            for name in per_fold:
-                if len(drawn["genuine"]) and len(drawn[name]):
-                    per_fold[name].append(equal_error_rate(drawn["genuine"], drawn[name])[0])
-        for name, values in per_fold.items():
-            if len(values) == len(split):
-                eers[name].append(float(np.mean(values)))
-            else:
+        drawn = _resampled_eers(split, [rng.integers(n, size=n) for _, n in split])
+        for name, value in drawn.items():
+            if value is None:
                 skipped[name] += 1
-    out: dict = {"resamples": resamples, "seed": seed, "level": level, "unit": "writer", "folds": len(split)}
-    for name in ("skilled", "random"):
-        values = eers[name]
-        out[f"eer_{name}_interval"] = percentile_interval(values, level) if values else None
-        out[f"eer_{name}_skipped"] = skipped[name]
+            else:
+                eers[name].append(value)
+    return {"resamples": resamples, "seed": seed, "level": level, "unit": "writer", "folds": len(split),
+            **_intervals(eers, skipped, level)}
+
+
+def bootstrap_difference(folds: Sequence[ProtocolScores], baseline: Sequence[ProtocolScores], resamples: int = 1000,
+                         seed: int = 0, level: float = 0.95) -> dict:
+    """Is one way of scoring better than another on the same trials, beyond what other writers
+    would change? Both are resampled with the same writers each time (a paired bootstrap), and
+    the interval is that of ``folds``' mean EER minus ``baseline``'s: below zero, ``folds`` is
+    better. ``folds[k]`` and ``baseline[k]`` must score the same trials of the same writers."""
+    if len(folds) != len(baseline) or not folds:
+        raise ValueError("need the same folds, at least one, scored both ways")
+    for a, b in zip(folds, baseline):
+        same = a.writers == b.writers and all(
+            np.array_equal(getattr(a, f), getattr(b, f)) for f in ("genuine_claimed", "skilled_claimed", "random_claimed"))
+        if not same:
+            raise ValueError("the two ways of scoring do not hold the same trials")
+    _check_resampling(resamples, level)
+    rng = np.random.default_rng(seed)
+    split_a = [(_by_writer(ps), ps.writers) for ps in folds]
+    split_b = [(_by_writer(ps), ps.writers) for ps in baseline]
+    diffs: dict[str, list[float]] = {"skilled": [], "random": []}
+    skipped = {"skilled": 0, "random": 0}
+    better = {"skilled": 0, "random": 0}
+    for _ in range(resamples):
+        chosen = [rng.integers(n, size=n) for _, n in split_a]
+        a, b = _resampled_eers(split_a, chosen), _resampled_eers(split_b, chosen)
+        for name in diffs:
+            if a[name] is None or b[name] is None:
+                skipped[name] += 1
+            else:
+                diffs[name].append(a[name] - b[name])
+                better[name] += a[name] < b[name]
+    out = {"resamples": resamples, "seed": seed, "level": level, "unit": "writer", "folds": len(folds),
+           **_intervals(diffs, skipped, level, prefix="difference")}
+    for name in diffs:
+        out[f"share_better_{name}"] = better[name] / len(diffs[name]) if diffs[name] else None
     return out
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sigedge.evaluate import bootstrap_over_writers, protocol_scores, report_from_scores
+from sigedge.evaluate import bootstrap_difference, bootstrap_over_writers, protocol_scores, report_from_scores
 
 #: Writer a's genuines point along x, b's along y (as enrolled).
 ENROLLED = np.array([[1, 0]] * 4 + [[0, 1]] * 4, np.float32)
@@ -94,3 +94,22 @@ def test_bootstrap_over_folds_resamples_within_each_fold_and_intervals_the_mean(
     assert lo <= np.mean(eers) <= hi and hi <= alone[1] / 2 + 1e-12
     with pytest.raises(ValueError):
         bootstrap_over_writers([], resamples=10)
+
+
+def test_bootstrap_difference_is_paired_and_signed():
+    emb, writers, kinds = _two_kinds_of_writers()
+    sharp = protocol_scores(emb, writers, kinds, references=3, seed=0)
+    # the same trials scored worse: every skilled forgery a little closer to its writer
+    blurred = protocol_scores(emb, writers, kinds, references=3, seed=0)
+    blurred.skilled = blurred.skilled + 0.3
+    d = bootstrap_difference([sharp], [blurred], resamples=200, seed=0)
+    lo, hi = d["difference_skilled_interval"]
+    assert hi <= 0 and lo < 0 and d["share_better_skilled"] > 0.8  # ties: resamples of easy writers only
+    assert d["difference_random_interval"] == (0.0, 0.0)  # random trials scored alike
+    same = bootstrap_difference([sharp], [sharp], resamples=50)
+    assert same["difference_skilled_interval"] == (0.0, 0.0) and same["share_better_skilled"] == 0.0
+    other = protocol_scores(emb[:-9], writers[:-9], kinds[:-9], references=3, seed=0)
+    with pytest.raises(ValueError):
+        bootstrap_difference([sharp], [other])
+    with pytest.raises(ValueError):
+        bootstrap_difference([sharp, sharp], [sharp])
