@@ -335,33 +335,53 @@ def evaluate_detections(
     return report
 
 
+def _copies(chosen: list[str], table: dict, empty) -> dict:
+    """``table`` at the ``chosen`` pages; a page drawn twice counts twice, under its own names."""
+    return {f"{k}:{p}": table.get(p, empty) for k, p in enumerate(chosen)}
+
+
 def bootstrap_over_pages(
     predictions: Predictions, ground_truth: GroundTruth, score_threshold: float, resamples: int = 1000,
-    seed: int = 0, level: float = 0.95
+    seed: int = 0, level: float = 0.95, baseline: tuple[Predictions, float] | None = None
 ) -> dict:
     """How far the report could move on other pages like these: resample the pages with
     replacement (each keeps its boxes and predictions), recompute, and give the central
     ``level`` share of each figure (percentile intervals).
 
     Pages, not boxes, are resampled: a page's signatures share its layout and scan, and one
-    hard page (a collage of small signatures) moves mAP by points on a few dozen pages."""
+    hard page (a collage of small signatures) moves mAP by points on a few dozen pages.
+    ``baseline``: another detector's (predictions, score threshold) on the same pages; each
+    resample then scores both on the same pages (a paired bootstrap) and the report adds the
+    intervals of the differences (these predictions minus the baseline's) and how often these
+    were better."""
     if resamples < 1 or not 0 < level < 1:
         raise ValueError("need resamples >= 1 and 0 < level < 1")
     pages = _image_ids(predictions, ground_truth)
+    if baseline is not None:
+        pages = sorted(set(pages) | set(baseline[0]))
     if not pages:
         raise ValueError("no pages to resample")
     rng = np.random.default_rng(seed)
-    figures: dict[str, list[float]] = {"map50": [], "map50_95": [], "precision": [], "recall": []}
+    names = ("map50", "map50_95", "precision", "recall")
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    differences: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(resamples):
         chosen = [pages[k] for k in rng.integers(len(pages), size=len(pages))]
-        # a page drawn twice counts twice: give each copy its own name
-        preds = {f"{k}:{p}": predictions.get(p, _empty_prediction()) for k, p in enumerate(chosen)}
-        truth = {f"{k}:{p}": ground_truth.get(p, np.zeros((0, 4))) for k, p in enumerate(chosen)}
-        report = evaluate_detections(preds, truth, score_threshold)
-        for name, values in figures.items():
-            values.append(getattr(report, name))
-    return {"resamples": resamples, "seed": seed, "level": level, "unit": "page",
-            **{f"{name}_interval": percentile_interval(values, level) for name, values in figures.items()}}
+        truth = _copies(chosen, ground_truth, np.zeros((0, 4)))
+        report = evaluate_detections(_copies(chosen, predictions, _empty_prediction()), truth, score_threshold)
+        for name in names:
+            figures[name].append(getattr(report, name))
+        if baseline is not None:
+            other = evaluate_detections(_copies(chosen, baseline[0], _empty_prediction()), truth, baseline[1])
+            for name in names:
+                differences[name].append(getattr(report, name) - getattr(other, name))
+    out = {"resamples": resamples, "seed": seed, "level": level, "unit": "page",
+           **{f"{name}_interval": percentile_interval(values, level) for name, values in figures.items()}}
+    if baseline is not None:
+        for name, values in differences.items():
+            out[f"difference_{name}_interval"] = percentile_interval(values, level)
+            out[f"share_better_{name}"] = float(np.mean(np.asarray(values) > 0))
+    return out
 
 
 def failure_cases(

@@ -246,6 +246,21 @@ def test_bootstrap_over_pages_gives_intervals_around_the_report_and_is_seeded():
         bootstrap_over_pages({}, {}, 0.5)
 
 
+def test_bootstrap_over_pages_against_a_baseline_is_paired():
+    gt = {f"p{k}": np.array([[0, 0, 10, 10]], float) for k in range(12)}
+    good = {f"p{k}": _preds([[0, 0, 10, 10]], [0.9]) for k in range(12)}
+    worse = {k: v for k, v in good.items() if k not in ("p0", "p1", "p2")}  # misses three pages
+    b = bootstrap_over_pages(good, gt, 0.5, resamples=300, seed=0, baseline=(worse, 0.5))
+    lo, hi = b["difference_recall_interval"]
+    assert 0.0 <= lo < 0.25 < hi  # the full set's difference is 3/12; a resample may draw none of the three
+    assert b["share_better_recall"] > 0.95 and b["difference_precision_interval"] == (0.0, 0.0)
+    # the figures of the predictions themselves do not depend on the baseline
+    alone = bootstrap_over_pages(good, gt, 0.5, resamples=300, seed=0)
+    assert {k: v for k, v in b.items() if not k.startswith(("difference", "share"))} == alone
+    same = bootstrap_over_pages(good, gt, 0.5, resamples=50, baseline=(good, 0.5))
+    assert same["difference_map50_interval"] == (0.0, 0.0) and same["share_better_map50"] == 0.0
+
+
 def test_overlap_matrix_is_intersection_over_the_smaller_box():
     from sigedge.detection_metrics import overlap_matrix
 
