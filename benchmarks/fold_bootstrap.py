@@ -1,7 +1,8 @@
 """How sure is a cross-validated EER? A bootstrap over the writers of every fold.
 
     python benchmarks/fold_bootstrap.py --fold 0=sigedge/models/default --fold 1=runs/hinge/fold1 \
-        --fold 2=runs/hinge/fold2 --fold 3=runs/hinge/fold3 --out benchmarks/results/fold-bootstrap.json
+        --fold 2=runs/hinge/fold2 --fold 3=runs/hinge/fold3 --against-cosine \
+        --out benchmarks/results/fold-bootstrap-hinge.json
 
 Each fold's validation writers are scored with the bundle trained without them, exactly as
 ``sigedge evaluate FOLD/sigcomp2011_dutch_val.csv --bundle BUNDLE --refs 5`` scores them (the
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
             "eer_random": float(np.mean([f["eer_random"] for f in per_fold])),
             "eer_skilled_interval": joint["eer_skilled_interval"],
             "eer_random_interval": joint["eer_random_interval"],
-            "skipped": {"skilled": joint["eer_skilled_skipped"], "random": joint["eer_random_skipped"]}}
+            "eer_skilled_skipped": joint["eer_skilled_skipped"], "eer_random_skipped": joint["eer_random_skipped"]}
     comparison = None
     if args.against_cosine:
         cosine = [fold_scores(k, bundle, args.labels, args.refs, args.seed, scorer="cosine")[0] for k, bundle in folds]

@@ -89,7 +89,14 @@ CANDIDATES = {
     # part embeddings cut it: where along the signature the pen turns, not only how often
     "hinge_halves": ("hist", 4),  # the left and the right 60 %
     "hinge_thirds": ("hist", 6),  # three strips, each half the width
+    # elastic matching (2026-12-04): the ink's column profiles along its width (how much ink,
+    # its top and its bottom edge, in PROFILE_BINS steps), compared by dynamic time warping
+    # within a band. Natural variation stretches parts of a signature; a forger's copy gets
+    # the proportions along it wrong, which warping cannot hide.
+    "profiles": ("dtw", 3),
 }
+#: Columns of the ``profiles`` candidate, and the warping band (in columns each way).
+PROFILE_BINS, PROFILE_BAND = 64, 6
 #: The strip hinges: name -> (strips, each strip's share of the ink box's width).
 HINGE_PARTS = {"hinge_halves": (2, 0.6), "hinge_thirds": (3, 0.5)}
 #: The part embeddings: name -> (strips, each strip's share of the ink box's width).
@@ -102,11 +109,14 @@ def candidates(cleaned: np.ndarray, pipe: Pipeline, names: tuple[str, ...] = MEA
     """The named candidate descriptors of a cleaned signature (see :data:`CANDIDATES`)."""
     opts = pipe.normalize_options
     out = {}
+    if "profiles" in names:
+        out["profiles"] = column_profiles(_ink_mask(cleaned, HEIGHT, opts), PROFILE_BINS)
     if set(names) & {"hinge_2_12", "hinge_ink", "width", "topology", "runs", *HINGE_PARTS}:
         mask = _ink_mask(cleaned, HEIGHT, opts)
         skeleton = thin(mask)
         stroke = cv2.dilate(skeleton, np.ones((3, 3), np.uint8))
-        out = {"hinge_2_12": hinge_histograms(stroke, (2, 12), 12), "hinge_ink": hinge_histograms(mask, (4, 8), 12)}
+        out.update({"hinge_2_12": hinge_histograms(stroke, (2, 12), 12),
+                    "hinge_ink": hinge_histograms(mask, (4, 8), 12)})
         on = skeleton > 0
         length = max(int(on.sum()), 1)
         width = 2.0 * cv2.distanceTransform(mask, cv2.DIST_L2, 3)[on]
@@ -127,6 +137,55 @@ def candidates(cleaned: np.ndarray, pipe: Pipeline, names: tuple[str, ...] = MEA
             out[name] = np.concatenate([pipe.embed_canvas(normalize_signature(part, opts).canvas)
                                         for part in ink_strips(cleaned, count, span, opts)])
     return {k: np.asarray(v, np.float32) for k, v in out.items() if k in names}
+
+
+def column_profiles(mask: np.ndarray, bins: int) -> np.ndarray:
+    """Three profiles of an ink mask along its width, ``bins`` steps each: the share of ink in
+    the step's columns, and the top and bottom edge of the ink there (0 top, 1 bottom). A step
+    without ink (a gap between words) takes its edges from the steps beside it."""
+    height = mask.shape[0]
+    rows = np.arange(height)[:, None]
+    on = mask > 0
+    top = np.where(on, rows, height).min(axis=0).astype(np.float64)
+    bottom = np.where(on, rows, -1).max(axis=0).astype(np.float64)
+    has = on.any(axis=0)
+    steps = np.array_split(np.arange(mask.shape[1]), bins) if mask.shape[1] >= bins else \
+        [np.array([min(k * mask.shape[1] // bins, mask.shape[1] - 1)]) for k in range(bins)]
+    share = np.array([on[:, c].mean() for c in steps])
+    edges = np.full((2, bins), np.nan)
+    for k, c in enumerate(steps):
+        c = c[has[c]]
+        if len(c):
+            edges[:, k] = top[c].min() / height, bottom[c].max() / height
+    known = np.flatnonzero(~np.isnan(edges[0]))
+    for e in edges:  # gaps between words: from the steps beside them
+        e[:] = np.interp(np.arange(bins), known, e[known]) if len(known) else 0.5
+    return np.concatenate([share, edges[0], edges[1]])
+
+
+def dtw_distances(a: np.ndarray, b: np.ndarray, groups: int, band: int) -> np.ndarray:
+    """Dynamic-time-warping distances (..., groups) between vectors (..., groups * length) of
+    ``groups`` profiles each, that broadcast: the mean absolute difference along the cheapest
+    monotone alignment that pairs no two points more than ``band`` steps apart."""
+    a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    lead = a.shape[:-1]
+    length = a.shape[-1] // groups
+    a = a.reshape(-1, groups, length)
+    b = b.reshape(-1, groups, length)
+    inf = np.full(a.shape[:2], np.inf)
+    previous = [inf] * length  # row i-1 of the cumulative cost, column by column
+    for i in range(length):
+        current = [inf] * length
+        for j in range(max(0, i - band), min(length, i + band + 1)):
+            step = np.abs(a[..., i] - b[..., j])
+            if i == 0 and j == 0:
+                current[j] = step
+                continue
+            best = np.minimum(np.minimum(previous[j], current[j - 1] if j else inf),
+                              previous[j - 1] if j else inf)
+            current[j] = step + best
+        previous = current
+    return (previous[length - 1] / (2 * length)).reshape(*lead, groups)
 
 
 def _column_strips(mask: np.ndarray, count: int, span: float) -> list[np.ndarray]:
@@ -203,6 +262,8 @@ def _distances(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.abs(a - b)
     if kind == "emb":  # one minus the cosine of each part's embedding, as the runtime's strips
         return strip_distances(a, b, StripSpec(count=groups, dim=a.shape[-1] // groups))
+    if kind == "dtw":
+        return dtw_distances(a, b, groups, PROFILE_BAND)
     return chi_square_distances(a, b, groups, a.shape[-1] // groups)
 
 

@@ -238,7 +238,7 @@ def clean(
 def evaluate(
     labels: Path = typer.Argument(..., help="CSV with path,writer,kind (kind genuine|forgery), paths relative to it."),
     refs: int = typer.Option(5, "--refs", min=1, help="Genuine references drawn per writer."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the reference draw."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the reference draw (and of --bootstrap's resampling)."),
     draws: int = typer.Option(1, "--draws", min=1,
                               help="Also report the mean EER over this many reference draws (seeds SEED, SEED+1, ...): "
                                    "with few writers one draw moves the EER by points."),

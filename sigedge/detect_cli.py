@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         bootstrap: int = typer.Option(0, "--bootstrap", min=0,
                                       help="Also report 95 % intervals from this many resamples of the pages "
                                            "(with replacement; e.g. 1000)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the --bootstrap resampling."),
+        seed: int = typer.Option(0, "--seed", help="Seed of --bootstrap's resampling of the pages."),
         bundle: Optional[Path] = bundle_opt,
         threads: int = threads_opt,
         precision: str = precision_opt,

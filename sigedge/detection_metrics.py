@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -335,7 +336,7 @@ def evaluate_detections(
     return report
 
 
-def _copies(chosen: list[str], table: dict, empty) -> dict:
+def _copies(chosen: list[str], table: dict[str, Any], empty: Any) -> dict[str, Any]:
     """``table`` at the ``chosen`` pages; a page drawn twice counts twice, under its own names."""
     return {f"{k}:{p}": table.get(p, empty) for k, p in enumerate(chosen)}
 
@@ -353,7 +354,8 @@ def bootstrap_over_pages(
     ``baseline``: another detector's (predictions, score threshold) on the same pages; each
     resample then scores both on the same pages (a paired bootstrap) and the report adds the
     intervals of the differences (these predictions minus the baseline's) and how often these
-    were better."""
+    were better. A page that only the baseline predicts on is resampled too, as a page on
+    which these predictions found nothing."""
     if resamples < 1 or not 0 < level < 1:
         raise ValueError("need resamples >= 1 and 0 < level < 1")
     pages = _image_ids(predictions, ground_truth)

@@ -167,7 +167,12 @@ def bootstrap_over_writers(folds: ProtocolScores | Sequence[ProtocolScores], res
     figure cross-validation reports. Writers, not trials, are resampled because a writer's
     trials are not independent of one another: with a dozen writers, one hard writer moves the
     EER by points. Resamples in which some fold draws no skilled trial (or no genuine or
-    random one) are skipped and counted."""
+    random one) are skipped and counted.
+
+    What the intervals leave out: a random impostor trial is resampled with the writer it was
+    claimed against, not with the writer who wrote it, so the random EER's interval is likely
+    too narrow; percentile intervals from a dozen writers tend to be narrow too; and neither
+    the reference draw nor the training run varies here (``--draws`` shows the former)."""
     folds = [folds] if isinstance(folds, ProtocolScores) else list(folds)
     if not folds:
         raise ValueError("no scores to resample")

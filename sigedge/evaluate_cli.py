@@ -143,9 +143,11 @@ def run_evaluation(labels: Path, *, refs: int, seed: int, fusion: str | None, pl
             b = report.extra["bootstrap"]
             for name in ("skilled", "random"):
                 interval = b[f"eer_{name}_interval"]
+                skipped = b[f"eer_{name}_skipped"]
+                note = f" ({skipped} of them skipped: no {name} trial drawn)" if skipped else ""
                 if interval is not None:
                     typer.echo(f"{name} EER, {100 * b['level']:.0f} % interval over {bootstrap} resamples of the "
-                               f"writers: {pct(interval[0])} to {pct(interval[1])}")
+                               f"writers{note}: {pct(interval[0])} to {pct(interval[1])}")
         if failures:
             typer.echo(f"skipped {len(failures)} unreadable image(s); see --json for the list")
         if plot is not None:

@@ -85,6 +85,8 @@ def auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
 
 def percentile_interval(values: Sequence[float], level: float) -> tuple[float, float]:
     """The central ``level`` share of ``values``: a percentile bootstrap interval."""
+    if len(values) == 0:
+        raise ValueError("no values to take an interval of")
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(np.asarray(values, dtype=np.float64), [tail, 100 - tail])
     return float(lo), float(hi)

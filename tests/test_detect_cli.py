@@ -120,6 +120,9 @@ def test_evaluate_detector_on_a_yolo_folder(tmp_path):
     assert len(data["failures"]) == len(list((tmp_path / "fail").glob("*.png")))
     lo, hi = data["bootstrap"]["map50_interval"]
     assert data["bootstrap"]["resamples"] == 30 and lo <= data["map50"] <= hi
+    human = runner.invoke(app, ["evaluate-detector", str(folder), "--bootstrap", "20", "--seed", "3"])
+    assert human.exit_code == 0, human.output
+    assert "95 % intervals over 20 resamples of the pages: mAP@0.5 " in human.output
 
 
 def test_evaluate_detector_without_images_folder_is_usage_error(tmp_path):

@@ -52,6 +52,17 @@ def test_scores_record_the_writer_they_were_claimed_against():
     assert np.bincount(ps.random_claimed).tolist() == [30] * 6  # every other writer's 6 genuines
 
 
+def test_random_trials_are_grouped_by_the_writer_claimed_not_the_writer_who_wrote():
+    # writers with 4, 6 and 8 genuines: the trials claimed against a writer are every *other*
+    # writer's genuines (14, 12, 10), not that writer's genuines against the others (8, 12, 16)
+    counts = {"a": 4, "b": 6, "c": 8}
+    writers = [w for w, n in counts.items() for _ in range(n)]
+    emb = np.eye(3, dtype=np.float32)[[ord(w) - ord("a") for w in writers]]
+    ps = protocol_scores(emb, writers, ["genuine"] * len(writers), references=3, seed=0)
+    assert np.bincount(ps.random_claimed).tolist() == [14, 12, 10]
+    assert np.bincount(ps.genuine_claimed).tolist() == [1, 3, 5]
+
+
 def test_bootstrap_over_writers_spans_the_writers_spread_and_is_seeded():
     emb, writers, kinds = _two_kinds_of_writers()
     ps = protocol_scores(emb, writers, kinds, references=3, seed=0)
@@ -61,7 +72,8 @@ def test_bootstrap_over_writers_spans_the_writers_spread_and_is_seeded():
     assert lo <= full.eer_skilled <= hi and hi - lo > 0.2  # half the writers are hard: a wide interval
     assert b["eer_random_interval"] == (0.0, 0.0)  # no writer is confused with another
     assert b == bootstrap_over_writers(ps, resamples=300, seed=1)
-    assert b != bootstrap_over_writers(ps, resamples=300, seed=2)
+    other = bootstrap_over_writers(ps, resamples=300, seed=2)
+    assert b["eer_skilled_interval"] != other["eer_skilled_interval"]
     # one kind of writer only: nothing to resample, the interval is the point
     easy = [k for k, w in enumerate(writers) if int(w[1]) >= 3]
     ps_easy = protocol_scores(emb[easy], [writers[k] for k in easy], [kinds[k] for k in easy], references=3)

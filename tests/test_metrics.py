@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from sigedge.metrics import auc, equal_error_rate, frr_at_far, threshold_at_far
 
@@ -33,3 +34,11 @@ def test_threshold_at_far_bounds_false_accepts():
         assert np.mean(imp >= np.nextafter(t, -np.inf) - 1e-9) >= far - 0.002
     g = rng.normal(2, 1, 1000)
     assert 0 < frr_at_far(g, imp, 0.01) < frr_at_far(g, imp, 0.001) + 1e-9
+
+
+def test_percentile_interval_is_the_central_share_and_refuses_nothing():
+    from sigedge.metrics import percentile_interval
+
+    assert percentile_interval(np.arange(101), 0.9) == pytest.approx((5.0, 95.0))
+    with pytest.raises(ValueError):
+        percentile_interval([], 0.95)
