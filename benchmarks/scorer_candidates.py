@@ -8,6 +8,12 @@
     python benchmarks/scorer_candidates.py describe --fold … --measure hinge_halves+hinge_thirds
     python benchmarks/scorer_candidates.py compare --fold … --sets ,hinge_halves,hinge_thirds \
         --out benchmarks/results/scorer-candidates-hinge-parts.json
+    python benchmarks/scorer_candidates.py describe --fold … --measure profiles
+    python benchmarks/scorer_candidates.py compare --fold … --sets ,profiles \
+        --out benchmarks/results/scorer-candidates-profiles.json
+    python benchmarks/scorer_candidates.py describe --fold … --measure profiles_skeleton
+    python benchmarks/scorer_candidates.py compare --fold … --sets profiles_skeleton \
+        --out benchmarks/results/scorer-candidates-profiles-skeleton.json
 
 (``runs/hinge/foldK``: fold K's bundle with a scorer cross-fitted as the shipped one, model
 card, "Contour hinge and a cross-fitted scorer"; only its embedder, background and hinge
@@ -94,6 +100,9 @@ CANDIDATES = {
     # within a band. Natural variation stretches parts of a signature; a forger's copy gets
     # the proportions along it wrong, which warping cannot hide.
     "profiles": ("dtw", 3),
+    # the same traced on the centre line redrawn three pixels wide, as the shipped hinge is, so
+    # that a tablet's stroke width and a pen's do not read as a difference of shape
+    "profiles_skeleton": ("dtw", 3),
 }
 #: Columns of the ``profiles`` candidate, and the warping band (in columns each way).
 PROFILE_BINS, PROFILE_BAND = 64, 6
@@ -109,8 +118,11 @@ def candidates(cleaned: np.ndarray, pipe: Pipeline, names: tuple[str, ...] = MEA
     """The named candidate descriptors of a cleaned signature (see :data:`CANDIDATES`)."""
     opts = pipe.normalize_options
     out = {}
-    if "profiles" in names:
-        out["profiles"] = column_profiles(_ink_mask(cleaned, HEIGHT, opts), PROFILE_BINS)
+    if "profiles" in names or "profiles_skeleton" in names:
+        mask = _ink_mask(cleaned, HEIGHT, opts)
+        out["profiles"] = column_profiles(mask, PROFILE_BINS)
+        centre_line = cv2.dilate(thin(mask), np.ones((3, 3), np.uint8))
+        out["profiles_skeleton"] = column_profiles(centre_line, PROFILE_BINS)
     if set(names) & {"hinge_2_12", "hinge_ink", "width", "topology", "runs", *HINGE_PARTS}:
         mask = _ink_mask(cleaned, HEIGHT, opts)
         skeleton = thin(mask)
