@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
+from sigedge.errors import SigedgeError  # noqa: E402
 from sigedge.detect import DetectOptions  # noqa: E402
 from sigedge.detection_metrics import (bootstrap_over_pages, evaluate_detections, read_split,  # noqa: E402
                                        read_yolo_labels, yolo_pairs)
@@ -93,4 +94,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SigedgeError as exc:  # a missing bundle, folder or split: one line, sigedge's exit code
+        print(f"detector_bootstrap: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

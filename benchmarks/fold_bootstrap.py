@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from crossval import parse_fold, split_dir  # noqa: E402
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
+from sigedge.errors import SigedgeError  # noqa: E402
 from sigedge.evaluate import bootstrap_difference, bootstrap_over_writers, report_from_scores  # noqa: E402
 from sigedge.evaluate_cli import score_protocol  # noqa: E402
 
@@ -111,4 +112,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SigedgeError as exc:  # a missing bundle, folder or split: one line, sigedge's exit code
+        print(f"fold_bootstrap: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
