@@ -8,6 +8,8 @@
     python benchmarks/scorer_candidates.py describe --fold … --measure hinge_halves+hinge_thirds
     python benchmarks/scorer_candidates.py compare --fold … --sets ,hinge_halves,hinge_thirds \
         --out benchmarks/results/scorer-candidates-hinge-parts.json
+    python benchmarks/scorer_candidates.py compare --fold … --sets "" --hinge-upright \
+        --out benchmarks/results/scorer-candidates-hinge-upright.json
     python benchmarks/scorer_candidates.py describe --fold … --measure profiles
     python benchmarks/scorer_candidates.py compare --fold … --sets ,profiles \
         --out benchmarks/results/scorer-candidates-profiles.json
@@ -279,10 +281,11 @@ def _distances(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return chi_square_distances(a, b, groups, a.shape[-1] // groups)
 
 
-def trial_features(d: Described, names: tuple[str, ...], seed: int, angle: int, max_random: int, refs: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def trial_features(d: Described, names: tuple[str, ...], seed: int, angle: int, max_random: int, refs: int,
+                   hinge_upright: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Trials of one draw: the shipped scorer's features of the queries at ``angle`` against
-    upright references, then each named candidate's pair of features."""
+    upright references, then each named candidate's pair of features. ``hinge_upright``: the
+    query's contour hinge is the upright one's at every angle (measured once, not per angle)."""
     scorer = d.pipe.scorer
     stats, hist = split_ink(d.ink.reshape(-1, d.ink.shape[-1]), scorer.statistics, scorer.hinge)
     n, a = d.ink.shape[:2]
@@ -290,7 +293,7 @@ def trial_features(d: Described, names: tuple[str, ...], seed: int, angle: int, 
 
     def features(chosen: np.ndarray, rows: np.ndarray) -> np.ndarray:
         x = scorer_features(d.emb[rows, angle], stats[rows, angle], d.emb[chosen, UP], stats[chosen, UP],
-                            background=scorer.background, query_hinge=hist[rows, angle],
+                            background=scorer.background, query_hinge=hist[rows, UP if hinge_upright else angle],
                             ref_hinge=hist[chosen, UP], hinge=scorer.hinge)
         cols = [x]
         for name in names:
@@ -330,14 +333,14 @@ def fit(train: list[tuple[Described, str]], names: tuple[str, ...]) -> tuple[np.
 
 
 def validation(val: dict[str, Described], model: tuple[np.ndarray, float], names: tuple[str, ...],
-               draws: int) -> dict:
+               draws: int, hinge_upright: bool = False) -> dict:
     coef, intercept = model
     out = {}
     for coll, d in val.items():
         max_random = 40 if coll == "cross_media_chinese" else 10 ** 6
         runs = {"search": [], "upright": []}
         for seed in range(draws):
-            per_angle = [trial_features(d, names, seed, a, max_random, EVAL_REFERENCES[coll])
+            per_angle = [trial_features(d, names, seed, a, max_random, EVAL_REFERENCES[coll], hinge_upright)
                          for a in range(len(SEARCH))]
             z = np.stack([f @ coef + intercept for f, _ in per_angle])
             k = per_angle[0][1]
@@ -354,7 +357,7 @@ def _pair(v) -> dict:
 
 
 def compare(specs: list[tuple[int, Path]], cache: Path, draws: int, sets: list[tuple[str, ...]],
-            fit_collections: tuple[str, ...] = FIT) -> dict:
+            fit_collections: tuple[str, ...] = FIT, hinge_upright: bool = False) -> dict:
     data = {}
     for k, bundle in specs:
         pipe = Pipeline(bundle, PipelineOptions(query_rotations=SEARCH, threshold=0.5))
@@ -366,7 +369,7 @@ def compare(specs: list[tuple[int, Path]], cache: Path, draws: int, sets: list[t
         per_fold = {}
         for k, _ in specs:
             train = [(data[j][c], c) for j, _ in specs if j != k for c in fit_collections]
-            per_fold[k] = validation(data[k], fit(train, names), names, draws)
+            per_fold[k] = validation(data[k], fit(train, names), names, draws, hinge_upright)
         mean = {c: {rule: {agg: {e: _mean([per_fold[k][c][rule][agg][e] for k in per_fold])
                                  for e in ("eer_skilled", "eer_random")} for agg in ("draw0", "mean")}
                     for rule in ("search", "upright")} for c in COLLECTIONS}
@@ -397,6 +400,9 @@ def _more_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fit", default=",".join(FIT),
                     help="compare: the collections whose validation writers of the other folds the scorer is "
                          "fitted on, comma-separated (export.fit_scorer --cross-fit's: sigcomp2011_dutch and ssbi)")
+    ap.add_argument("--hinge-upright", action="store_true",
+                    help="compare: score each turned query with its upright contour hinge (measured once a "
+                         "query, not at each angle; the fit is upright either way)")
     ap.add_argument("--measure", default="+".join(MEASURED),
                     help="describe: the candidates to measure, '+'-joined (a cache file each set; default: all)")
 
@@ -417,10 +423,11 @@ def main(argv=None) -> int:
     fit_collections = tuple(c for c in args.fit.split(",") if c)
     if not fit_collections or set(fit_collections) - set(COLLECTIONS):
         raise SystemExit(f"--fit takes collections among {list(COLLECTIONS)}, not {args.fit!r}")
-    results = compare(specs, args.cache, args.draws, sets, fit_collections)
+    results = compare(specs, args.cache, args.draws, sets, fit_collections, args.hinge_upright)
     if args.out:
         args.out.write_text(json.dumps({"results": results, "search_angles": list(SEARCH), "draws": args.draws,
                                         "fit_collections": list(fit_collections),
+                                        "hinge_upright": args.hinge_upright,
                                         "folds": {k: str(b) for k, b in specs}}, indent=1) + "\n")
     return 0
 
