@@ -16,6 +16,8 @@
     python benchmarks/scorer_candidates.py describe --fold … --measure profiles_skeleton
     python benchmarks/scorer_candidates.py compare --fold … --sets profiles_skeleton \
         --out benchmarks/results/scorer-candidates-profiles-skeleton.json
+    python benchmarks/scorer_candidates.py compare --fold … --sets profiles_skeleton --hinge-upright \
+        --out benchmarks/results/scorer-candidates-profiles-skeleton-hinge-upright.json
 
 (``runs/hinge/foldK``: fold K's bundle with a scorer cross-fitted as the shipped one, model
 card, "Contour hinge and a cross-fitted scorer"; only its embedder, background and hinge
