@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
 from sigedge.errors import SigedgeError  # noqa: E402
-from sigedge.detect import DetectOptions  # noqa: E402
+from sigedge.detect import DetectOptions, ranked_boxes  # noqa: E402
 from sigedge.detection_metrics import (bootstrap_over_pages, evaluate_detections, read_split,  # noqa: E402
                                        read_yolo_labels, yolo_pairs)
 from sigedge.imageio import load_image  # noqa: E402
@@ -36,13 +36,8 @@ log = logging.getLogger("detector_bootstrap")
 
 
 def predictions(pipe: Pipeline, pages: list[tuple[str, np.ndarray]]) -> tuple[dict, float]:
-    """Every page's boxes down to a score of 0.01, and the configuration's own threshold."""
-    thr = pipe.detector.score_threshold
-    found = {}
-    for name, img in pages:
-        dets = pipe.detector.detect(img, score_threshold=min(0.01, thr))
-        found[name] = (np.array([d.box for d in dets]).reshape(-1, 4), np.array([d.score for d in dets]))
-    return found, thr
+    """Every page's boxes as mAP ranks them, and the configuration's own threshold."""
+    return {name: ranked_boxes(pipe.detector, img) for name, img in pages}, pipe.detector.score_threshold
 
 
 def main(argv=None) -> int:

@@ -36,17 +36,21 @@ from crossval import parse_fold, split_dir  # noqa: E402
 
 from sigedge import Pipeline, PipelineOptions  # noqa: E402
 from sigedge.errors import SigedgeError  # noqa: E402
-from sigedge.evaluate import bootstrap_difference, bootstrap_over_writers, report_from_scores  # noqa: E402
+from sigedge.evaluate import bootstrap_difference, bootstrap_over_writers, protocol_scores, report_from_scores  # noqa: E402
 from sigedge.evaluate_cli import score_protocol  # noqa: E402
 
 log = logging.getLogger("fold_bootstrap")
 
 
-def fold_scores(fold: int, bundle: Path, labels_name: str, refs: int, seed: int, scorer: str = "bundle"):
-    """(the protocol's scores of one fold's validation writers under the fold's bundle, the
-    bundle's int8 embedder sha256)."""
-    pipe = Pipeline(bundle, PipelineOptions(scorer=scorer))
-    return score_protocol(split_dir(fold) / labels_name, pipe, refs=refs, seed=seed).scores, pipe.model_sha256
+def fold_scores(fold: int, bundle: Path, labels_name: str, refs: int, seed: int):
+    """(the protocol's scores of one fold's validation writers under the fold's bundle, the same
+    trials scored by the mean cosine alone, as ``--scorer cosine`` scores them, the bundle's
+    int8 embedder sha256)."""
+    pipe = Pipeline(bundle, PipelineOptions())
+    measured = score_protocol(split_dir(fold) / labels_name, pipe, refs=refs, seed=seed)
+    cosine = protocol_scores(measured.vectors, measured.writers, measured.kinds, references=refs, seed=seed,
+                             fusion=measured.fusion, **{**measured.scoring, "scorer": None})
+    return measured.scores, cosine, pipe.model_sha256
 
 
 def main(argv=None) -> int:
@@ -65,9 +69,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     folds = sorted(dict(args.fold).items())
-    scores, per_fold = [], []
+    scores, cosine, per_fold = [], [], []
     for k, bundle in folds:
-        ps, sha256 = fold_scores(k, bundle, args.labels, args.refs, args.seed)
+        ps, ps_cosine, sha256 = fold_scores(k, bundle, args.labels, args.refs, args.seed)
+        cosine.append(ps_cosine)
         rep = report_from_scores(ps, args.refs)
         alone = bootstrap_over_writers(ps, args.resamples, args.seed, args.level)
         per_fold.append({"fold": k, "bundle": str(bundle), "model_sha256": sha256, "writers": ps.writers, "eer_skilled": rep.eer_skilled,
@@ -83,7 +88,6 @@ def main(argv=None) -> int:
             "eer_skilled_skipped": joint["eer_skilled_skipped"], "eer_random_skipped": joint["eer_random_skipped"]}
     comparison = None
     if args.against_cosine:
-        cosine = [fold_scores(k, bundle, args.labels, args.refs, args.seed, scorer="cosine")[0] for k, bundle in folds]
         comparison = {"baseline": "mean cosine (--scorer cosine)",
                       "baseline_eer_skilled": [report_from_scores(ps, args.refs).eer_skilled for ps in cosine],
                       "baseline_eer_random": [report_from_scores(ps, args.refs).eer_random for ps in cosine],

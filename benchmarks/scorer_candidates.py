@@ -122,15 +122,16 @@ def candidates(cleaned: np.ndarray, pipe: Pipeline, names: tuple[str, ...] = MEA
     """The named candidate descriptors of a cleaned signature (see :data:`CANDIDATES`)."""
     opts = pipe.normalize_options
     out = {}
-    if "profiles" in names or "profiles_skeleton" in names:
-        mask = _ink_mask(cleaned, HEIGHT, opts)
-        out["profiles"] = column_profiles(mask, PROFILE_BINS)
-        centre_line = cv2.dilate(thin(mask), np.ones((3, 3), np.uint8))
-        out["profiles_skeleton"] = column_profiles(centre_line, PROFILE_BINS)
-    if set(names) & {"hinge_2_12", "hinge_ink", "width", "topology", "runs", *HINGE_PARTS}:
+    shape = {"hinge_2_12", "hinge_ink", "width", "topology", "runs", *HINGE_PARTS}
+    profiles = {"profiles", "profiles_skeleton"}
+    if set(names) & (shape | profiles):  # the ink's mask and centre line, traced once for all of them
         mask = _ink_mask(cleaned, HEIGHT, opts)
         skeleton = thin(mask)
         stroke = cv2.dilate(skeleton, np.ones((3, 3), np.uint8))
+    if set(names) & profiles:
+        out["profiles"] = column_profiles(mask, PROFILE_BINS)
+        out["profiles_skeleton"] = column_profiles(stroke, PROFILE_BINS)
+    if set(names) & shape:
         out.update({"hinge_2_12": hinge_histograms(stroke, (2, 12), 12),
                     "hinge_ink": hinge_histograms(mask, (4, 8), 12)})
         on = skeleton > 0

@@ -25,7 +25,8 @@ from .interpreter import TFLiteModel, TFLiteMultiOutputModel
 from .normalize import to_gray
 
 __all__ = ["Detection", "DetectOptions", "Detector", "Letterbox", "letterbox", "decode_heatmap", "nms", "crop",
-           "rescorer_input", "rescorer_roles", "suppress_overlapping", "rank_rescored"]
+           "rescorer_input", "rescorer_roles", "suppress_overlapping", "rank_rescored", "ranked_boxes",
+           "RANKING_FLOOR"]
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +370,20 @@ class Detector:
         else:
             order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= thr]
         return [Detection(_to_page(boxes[i], lb), float(scores[i])) for i in order[: self.options.max_detections]]
+
+
+#: The lowest score kept when every box is ranked for mAP (which integrates over all thresholds).
+RANKING_FLOOR = 0.01
+
+
+def ranked_boxes(detector: Detector, page: np.ndarray, threshold: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (N, 4) in page pixels, scores (N,)), best first: every signature the detector finds
+    on a decoded page down to :data:`RANKING_FLOOR`, or down to ``threshold`` (default: the
+    detector's) if that is lower, as ``sigedge evaluate-detector`` ranks them for mAP."""
+    threshold = detector.score_threshold if threshold is None else threshold
+    found = detector.detect(page, score_threshold=min(RANKING_FLOOR, threshold))
+    return np.array([d.box for d in found]).reshape(-1, 4), np.array([d.score for d in found])
 
 
 def _to_page(box: np.ndarray, lb: Letterbox) -> tuple[float, float, float, float]:

@@ -97,6 +97,7 @@ def register(app: typer.Typer) -> None:
         with command_errors():
             from .detection_metrics import (bootstrap_over_pages, evaluate_detections, failure_cases, read_split,
                                             read_yolo_labels, yolo_pairs)
+            from .detect import ranked_boxes
             from .imageio import load_image
 
             pairs = yolo_pairs(directory)
@@ -113,10 +114,7 @@ def register(app: typer.Typer) -> None:
                 h, w = img.shape[:2]
                 truth[img_path.name] = (read_yolo_labels(label_path, w, h) if label_path is not None
                                         else np.zeros((0, 4)))
-                # Every box down to a low score: mAP integrates over all thresholds.
-                found = pipe.detector.detect(img, score_threshold=min(0.01, thr))
-                preds[img_path.name] = (np.array([d.box for d in found]).reshape(-1, 4),
-                                        np.array([d.score for d in found]))
+                preds[img_path.name] = ranked_boxes(pipe.detector, img, thr)  # mAP ranks them all
                 images[img_path.name] = img_path
             report = evaluate_detections(preds, truth, score_threshold=thr)
             data = {"directory": str(directory), "precision_mode": precision, **report.to_dict()}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
-from .metrics import percentile_interval
+from .metrics import check_resampling, percentile_interval
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -356,8 +356,7 @@ def bootstrap_over_pages(
     intervals of the differences (these predictions minus the baseline's) and how often these
     were better. A page that only the baseline predicts on is resampled too, as a page on
     which these predictions found nothing."""
-    if resamples < 1 or not 0 < level < 1:
-        raise ValueError("need resamples >= 1 and 0 < level < 1")
+    check_resampling(resamples, level)
     pages = _image_ids(predictions, ground_truth)
     if baseline is not None:
         pages = sorted(set(pages) | set(baseline[0]))

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .metrics import auc, equal_error_rate, frr_at_far, percentile_interval
+from .metrics import auc, check_resampling, equal_error_rate, frr_at_far, percentile_interval
 from .scoring import Fusion, LearnedScorer, WriterNormalisation, fuse_many, reference_agreement
 
 __all__ = ["ProtocolScores", "EvaluationReport", "protocol_scores", "report_from_scores", "stack_variants",
@@ -144,11 +144,6 @@ def _resampled_eers(split: Sequence[tuple[dict[str, list[np.ndarray]], int]],
     return {name: float(np.mean(v)) if len(v) == len(split) else None for name, v in per_fold.items()}
 
 
-def _check_resampling(resamples: int, level: float) -> None:
-    if resamples < 1 or not 0 < level < 1:
-        raise ValueError("need resamples >= 1 and 0 < level < 1")
-
-
 def _intervals(values: dict[str, list[float]], skipped: dict[str, int], level: float, prefix: str = "eer") -> dict:
     out: dict = {}
     for name in ("skilled", "random"):
@@ -176,7 +171,7 @@ def bootstrap_over_writers(folds: ProtocolScores | Sequence[ProtocolScores], res
     folds = [folds] if isinstance(folds, ProtocolScores) else list(folds)
     if not folds:
         raise ValueError("no scores to resample")
-    _check_resampling(resamples, level)
+    check_resampling(resamples, level)
     rng = np.random.default_rng(seed)
     split = [(_by_writer(ps), ps.writers) for ps in folds]
     eers: dict[str, list[float]] = {"skilled": [], "random": []}
@@ -205,7 +200,7 @@ def bootstrap_difference(folds: Sequence[ProtocolScores], baseline: Sequence[Pro
             np.array_equal(getattr(a, f), getattr(b, f)) for f in ("genuine_claimed", "skilled_claimed", "random_claimed"))
         if not same:
             raise ValueError("the two ways of scoring do not hold the same trials")
-    _check_resampling(resamples, level)
+    check_resampling(resamples, level)
     rng = np.random.default_rng(seed)
     split_a = [(_by_writer(ps), ps.writers) for ps in folds]
     split_b = [(_by_writer(ps), ps.writers) for ps in baseline]

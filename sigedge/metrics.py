@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RocCurve", "roc_curve", "equal_error_rate", "frr_at_far", "threshold_at_far", "auc", "percentile_interval"]
+__all__ = ["RocCurve", "roc_curve", "equal_error_rate", "frr_at_far", "threshold_at_far", "auc", "percentile_interval",
+           "check_resampling"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,9 @@ def percentile_interval(values: Sequence[float], level: float) -> tuple[float, f
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(np.asarray(values, dtype=np.float64), [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def check_resampling(resamples: int, level: float) -> None:
+    """Refuse a bootstrap that cannot give an interval (no resample, or a level outside (0, 1))."""
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError("need resamples >= 1 and 0 < level < 1")
